@@ -1,0 +1,742 @@
+//! The configuration file: YAML in, a validated [`Config`] out.
+//!
+//! The file format is a superset of the original Go tool's `lrp.yaml`, so every key it accepted
+//! (`region`, `host`, `port`, `internal_route_prefix`, `local`, `aws`) means the same here.
+//! Validation happens while deserializing, so serde_yaml can point at the line and column of the
+//! offending value and name the rule it belongs to (`local[1].endpoint`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use http::Uri;
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::router::HostPattern;
+
+/// HTTP API's integration timeout limit, the default for every rule.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The function name the Runtime Interface Emulator requires in the invoke path.
+pub const DEFAULT_RIE_FUNCTION_NAME: &str = "function";
+const DEFAULT_HOST: &str = "0.0.0.0";
+const DEFAULT_PORT: u16 = 8080;
+
+/// A validated configuration, ready to serve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `region` as written in the file; `None` lets the AWS SDK's region chain decide.
+    pub region: Option<String>,
+    pub host: String,
+    pub port: u16,
+    /// `""` or a path prefix such as `/__lrp` (always with one leading slash, no trailing one).
+    pub internal_route_prefix: String,
+    pub rules: Vec<Rule>,
+}
+
+/// One hostname and the function it leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub hostname: HostPattern,
+    pub target: TargetConfig,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetConfig {
+    /// An RIE-compatible invoke endpoint reached over HTTP.
+    Rie(RieConfig),
+    /// AWS Lambda's Invoke API.
+    Aws(AwsConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RieConfig {
+    /// `{endpoint}/2015-03-31/functions/{function_name}/invocations`.
+    pub invoke_uri: Uri,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    pub function_name: String,
+    pub qualifier: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{location} {message}")]
+    Invalid {
+        path: String,
+        /// `line:column:` when the YAML parser knows where the problem is.
+        location: String,
+        /// What is wrong, led by the rule at fault (`local[1].endpoint: …`).
+        message: String,
+    },
+}
+
+impl Config {
+    /// A proxy with no rules: internal routes answer, everything else is 404 (the Go tool's
+    /// behaviour when it has nothing to route).
+    pub fn empty() -> Self {
+        Config {
+            region: None,
+            host: DEFAULT_HOST.to_owned(),
+            port: DEFAULT_PORT,
+            internal_route_prefix: String::new(),
+            rules: Vec::new(),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &display)
+    }
+
+    /// Parses and validates a whole file. `origin` names the file in error messages.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        // An empty file (or one holding only comments) is an empty configuration.
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            return Ok(Self::empty());
+        }
+        let _registry = HostnameRegistry::install();
+        let file: FileConfig = serde_yaml::from_str(text).map_err(|err| {
+            // serde_yaml's message already names the rule (`local[1].endpoint: …`) and ends
+            // with " at line N column M"; the position moves to the front, compiler style.
+            let location = err
+                .location()
+                .map(|l| format!("{}:{}:", l.line(), l.column()))
+                .unwrap_or_default();
+            let mut message = err.to_string();
+            if let Some(cut) = message.find(" at line ") {
+                message.truncate(cut);
+            }
+            ConfigError::Invalid {
+                path: origin.to_owned(),
+                location,
+                message,
+            }
+        })?;
+        file.validate()
+            .map_err(|(rule, message)| ConfigError::Invalid {
+                path: origin.to_owned(),
+                location: String::new(),
+                message: format!("{rule}: {message}"),
+            })
+    }
+}
+
+impl fmt::Display for Config {
+    /// The resolved rule table, as `lrp check` prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "listen: {}:{}", self.host, self.port)?;
+        let prefix = if self.internal_route_prefix.is_empty() {
+            "(none)"
+        } else {
+            &self.internal_route_prefix
+        };
+        writeln!(f, "internal_route_prefix: {prefix}")?;
+        writeln!(
+            f,
+            "region: {}",
+            self.region.as_deref().unwrap_or("(from the AWS SDK chain)")
+        )?;
+        if self.rules.is_empty() {
+            return writeln!(
+                f,
+                "rules: (none: every request but the internal routes gets 404)"
+            );
+        }
+        writeln!(f, "rules:")?;
+        for rule in &self.rules {
+            let timeout = humantime::format_duration(rule.timeout);
+            match &rule.target {
+                TargetConfig::Rie(rie) => writeln!(
+                    f,
+                    "  {} -> local {} (concurrency {}, timeout {timeout})",
+                    rule.hostname, rie.invoke_uri, rie.concurrency
+                )?,
+                TargetConfig::Aws(aws) => writeln!(
+                    f,
+                    "  {} -> aws {}{}{} (timeout {timeout})",
+                    rule.hostname,
+                    aws.function_name,
+                    aws.qualifier
+                        .as_deref()
+                        .map(|q| format!(" qualifier {q}"))
+                        .unwrap_or_default(),
+                    aws.region
+                        .as_deref()
+                        .map(|r| format!(" in {r}"))
+                        .unwrap_or_default(),
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// File format
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default, deserialize_with = "non_empty_opt")]
+    region: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<Port>,
+    #[serde(default)]
+    internal_route_prefix: Option<String>,
+    #[serde(default)]
+    timeout: Option<Timeout>,
+    #[serde(default)]
+    local: Vec<LocalRule>,
+    #[serde(default)]
+    aws: Vec<AwsRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalRule {
+    hostname: Hostname,
+    endpoint: Endpoint,
+    #[serde(default)]
+    function_name: Option<FunctionPathName>,
+    #[serde(default)]
+    concurrency: Option<Concurrency>,
+    #[serde(default)]
+    timeout: Option<Timeout>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AwsRule {
+    hostname: Hostname,
+    #[serde(deserialize_with = "non_empty")]
+    function_name: String,
+    #[serde(default, deserialize_with = "non_empty_opt")]
+    qualifier: Option<String>,
+    #[serde(default, deserialize_with = "non_empty_opt")]
+    region: Option<String>,
+    #[serde(default)]
+    timeout: Option<Timeout>,
+}
+
+impl FileConfig {
+    /// Checks that need the whole file; returns the rule at fault and why.
+    fn validate(self) -> Result<Config, (String, String)> {
+        let default_timeout = self.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+        let mut rules = Vec::with_capacity(self.local.len() + self.aws.len());
+        // Rules that share an RIE endpoint share its concurrency limit, so they must agree on it.
+        let mut endpoints: HashMap<String, (usize, usize)> = HashMap::new();
+        for (index, local) in self.local.into_iter().enumerate() {
+            let function_name = local.function_name.map(|n| n.0);
+            let rie = RieConfig {
+                invoke_uri: invoke_uri(
+                    &local.endpoint.0,
+                    function_name
+                        .as_deref()
+                        .unwrap_or(DEFAULT_RIE_FUNCTION_NAME),
+                )
+                .map_err(|e| (format!("local[{index}]"), e))?,
+                concurrency: local.concurrency.map_or(1, |c| c.0),
+            };
+            let key = rie.invoke_uri.to_string();
+            match endpoints.get(&key) {
+                Some(&(first, concurrency)) if concurrency != rie.concurrency => {
+                    return Err((
+                        format!("local[{index}]"),
+                        format!(
+                            "{key} is also used by local[{first}] with concurrency {concurrency}; \
+                             rules that share an endpoint share its limit, so give them the \
+                             same concurrency (this one has {})",
+                            rie.concurrency
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    endpoints.insert(key, (index, rie.concurrency));
+                }
+            }
+            rules.push(Rule {
+                hostname: local.hostname.0,
+                target: TargetConfig::Rie(rie),
+                timeout: local.timeout.map_or(default_timeout, |t| t.0),
+            });
+        }
+        for aws in self.aws {
+            rules.push(Rule {
+                hostname: aws.hostname.0,
+                target: TargetConfig::Aws(AwsConfig {
+                    function_name: aws.function_name,
+                    qualifier: aws.qualifier,
+                    region: aws.region,
+                }),
+                timeout: aws.timeout.map_or(default_timeout, |t| t.0),
+            });
+        }
+        let port = self.port.map_or(DEFAULT_PORT, |p| p.0);
+        Ok(Config {
+            region: self.region,
+            host: self
+                .host
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+            port,
+            internal_route_prefix: normalize_prefix(self.internal_route_prefix.as_deref()),
+            rules,
+        })
+    }
+}
+
+fn invoke_uri(endpoint: &Uri, function_name: &str) -> Result<Uri, String> {
+    let authority = endpoint.authority().map_or("", |a| a.as_str());
+    format!("http://{authority}/2015-03-31/functions/{function_name}/invocations")
+        .parse()
+        .map_err(|e| format!("cannot build the invoke URL from {endpoint}: {e}"))
+}
+
+/// `__x__`, `/__x__` and `/__x__/` all mean the prefix `/__x__`.
+fn normalize_prefix(prefix: Option<&str>) -> String {
+    let trimmed = prefix.unwrap_or("").trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values validated while deserializing, so errors carry the YAML position.
+
+thread_local! {
+    /// Hostnames seen so far in the file being parsed, to reject duplicates at their position.
+    static SEEN_HOSTNAMES: RefCell<Option<HashMap<String, usize>>> = const { RefCell::new(None) };
+}
+
+/// Scopes [`SEEN_HOSTNAMES`] to one `from_yaml` call.
+struct HostnameRegistry;
+
+impl HostnameRegistry {
+    fn install() -> Self {
+        SEEN_HOSTNAMES.with(|seen| *seen.borrow_mut() = Some(HashMap::new()));
+        HostnameRegistry
+    }
+}
+
+impl Drop for HostnameRegistry {
+    fn drop(&mut self) {
+        SEEN_HOSTNAMES.with(|seen| *seen.borrow_mut() = None);
+    }
+}
+
+struct Hostname(HostPattern);
+
+impl<'de> Deserialize<'de> for Hostname {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let pattern = HostPattern::parse(&text).map_err(de::Error::custom)?;
+        let duplicate = SEEN_HOSTNAMES.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            let seen = seen.as_mut()?;
+            let count = seen.entry(pattern.to_string()).or_insert(0);
+            *count += 1;
+            (*count > 1).then_some(())
+        });
+        if duplicate.is_some() {
+            return Err(de::Error::custom(format!(
+                "duplicate hostname \"{pattern}\": each hostname may appear in one rule only"
+            )));
+        }
+        Ok(Hostname(pattern))
+    }
+}
+
+struct Endpoint(Uri);
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_endpoint(&text)
+            .map(Endpoint)
+            .map_err(de::Error::custom)
+    }
+}
+
+fn parse_endpoint(text: &str) -> Result<Uri, String> {
+    let expected = || format!("endpoint must look like http://host:port, got {text:?}");
+    let uri: Uri = text.trim().parse().map_err(|_| expected())?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{}: only plain http is supported for local endpoints",
+            expected()
+        ));
+    }
+    let authority = uri.authority().ok_or_else(expected)?;
+    if authority.host().is_empty() || authority.as_str().contains('@') {
+        return Err(expected());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{}: lrp adds the invoke path itself, so give the endpoint without a path",
+            expected()
+        ));
+    }
+    Ok(uri)
+}
+
+/// The function name in the RIE invoke path: one URL path segment.
+struct FunctionPathName(String);
+
+impl<'de> Deserialize<'de> for FunctionPathName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:$".contains(&b));
+        if !valid {
+            return Err(de::Error::custom(format!(
+                "function_name {name:?} must be a non-empty name of letters, digits and -_.:$"
+            )));
+        }
+        Ok(FunctionPathName(name))
+    }
+}
+
+struct Concurrency(usize);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match u32::deserialize(deserializer)? {
+            0 => Err(de::Error::custom("concurrency must be at least 1")),
+            n => Ok(Concurrency(n as usize)),
+        }
+    }
+}
+
+/// A port written as a number or a string, as the Go tool accepted both.
+struct Port(u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+        impl de::Visitor<'_> for PortVisitor {
+            type Value = Port;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number from 0 to 65535")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Port, E> {
+                u16::try_from(v)
+                    .map(Port)
+                    .map_err(|_| E::custom(format!("port {v} is out of range 0-65535")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Port, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("port {v} is out of range 0-65535")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Port, E> {
+                v.trim()
+                    .parse::<u16>()
+                    .map(Port)
+                    .map_err(|_| E::custom(format!("port {v:?} is not a number from 0 to 65535")))
+            }
+        }
+        deserializer.deserialize_any(PortVisitor)
+    }
+}
+
+/// A duration written `30s`, `500ms`, `2m`, or a plain number of seconds.
+struct Timeout(Duration);
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimeoutVisitor;
+        impl de::Visitor<'_> for TimeoutVisitor {
+            type Value = Timeout;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 30s, 500ms, 2m, or a number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timeout, E> {
+                positive(Duration::from_secs(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timeout, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("a timeout must be positive"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timeout, E> {
+                Duration::try_from_secs_f64(v)
+                    .map_err(|_| E::custom(format!("timeout {v} is not a valid duration")))
+                    .and_then(positive)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timeout, E> {
+                let v = v.trim();
+                if let Ok(seconds) = v.parse::<f64>() {
+                    return self.visit_f64(seconds);
+                }
+                humantime::parse_duration(v)
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "timeout {v:?} is not a duration such as 30s, 500ms, 2m or 5"
+                        ))
+                    })
+                    .and_then(positive)
+            }
+        }
+        deserializer.deserialize_any(TimeoutVisitor)
+    }
+}
+
+fn positive<E: de::Error>(duration: Duration) -> Result<Timeout, E> {
+    if duration.is_zero() {
+        Err(E::custom("a timeout must be greater than zero"))
+    } else {
+        Ok(Timeout(duration))
+    }
+}
+
+fn non_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Err(de::Error::custom("must not be empty"));
+    }
+    Ok(text.trim().to_owned())
+}
+
+fn non_empty_opt<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::from_yaml(text, "lrp.yaml").map_err(|e| e.to_string())
+    }
+
+    fn only_rie(config: &Config) -> (&Rule, &RieConfig) {
+        match &config.rules[..] {
+            [
+                rule @ Rule {
+                    target: TargetConfig::Rie(rie),
+                    ..
+                },
+            ] => (rule, rie),
+            other => panic!("expected one local rule, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_go_tools_own_file_starts_unchanged() {
+        let config = parse(
+            "local:\n  - hostname: foo.domain.lb\n    endpoint: http://lambda-1:8080\n  \
+             - hostname: bar.domain.lb\n    endpoint: http://lambda-2:8080\n",
+        )
+        .unwrap();
+        assert_eq!(config.host, "0.0.0.0");
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.region, None);
+        assert_eq!(config.internal_route_prefix, "");
+        assert_eq!(config.rules.len(), 2);
+        let TargetConfig::Rie(rie) = &config.rules[1].target else {
+            panic!("expected a local rule")
+        };
+        assert_eq!(
+            rie.invoke_uri,
+            "http://lambda-2:8080/2015-03-31/functions/function/invocations"
+        );
+        assert_eq!(rie.concurrency, 1);
+        assert_eq!(config.rules[1].timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn every_go_key_is_accepted_with_string_or_number_port() {
+        let text = "region: us-east-1\nhost: 127.0.0.1\nport: \"9000\"\n\
+                    internal_route_prefix: __lrp__\n\
+                    local:\n  - hostname: a\n    endpoint: http://a:8080\n\
+                    aws:\n  - hostname: b\n    function_name: my-function\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.region.as_deref(), Some("us-east-1"));
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.internal_route_prefix, "/__lrp__");
+        assert!(matches!(&config.rules[1].target,
+            TargetConfig::Aws(aws) if aws.function_name == "my-function"));
+        assert_eq!(parse("port: 9001").unwrap().port, 9001);
+    }
+
+    #[test]
+    fn an_empty_file_is_a_proxy_without_rules() {
+        assert_eq!(parse("").unwrap(), Config::empty());
+        assert_eq!(parse("# nothing yet\n\n").unwrap(), Config::empty());
+    }
+
+    #[test]
+    fn durations_take_units_or_plain_seconds() {
+        let config = parse(
+            "timeout: 2m\nlocal:\n  - {hostname: a, endpoint: 'http://a:1'}\n  \
+             - {hostname: b, endpoint: 'http://b:1', timeout: 500ms}\n  \
+             - {hostname: c, endpoint: 'http://c:1', timeout: 5}\n  \
+             - {hostname: d, endpoint: 'http://d:1', timeout: 1.5}\n",
+        )
+        .unwrap();
+        let timeouts: Vec<_> = config.rules.iter().map(|r| r.timeout).collect();
+        assert_eq!(
+            timeouts,
+            [
+                Duration::from_secs(120),
+                Duration::from_millis(500),
+                Duration::from_secs(5),
+                Duration::from_millis(1500)
+            ]
+        );
+    }
+
+    #[test]
+    fn local_rule_additions_have_defaults_and_overrides() {
+        let config = parse(
+            "local:\n  - hostname: Svc.Example.COM.\n    endpoint: http://rie:9000/\n    \
+             function_name: echo\n    concurrency: 4\n",
+        )
+        .unwrap();
+        let (rule, rie) = only_rie(&config);
+        assert_eq!(rule.hostname.to_string(), "svc.example.com");
+        assert_eq!(rie.concurrency, 4);
+        assert_eq!(
+            rie.invoke_uri,
+            "http://rie:9000/2015-03-31/functions/echo/invocations"
+        );
+    }
+
+    #[test]
+    fn prefix_with_or_without_slashes_means_the_same() {
+        for written in ["__x__", "/__x__", "/__x__/"] {
+            let config = parse(&format!("internal_route_prefix: {written}")).unwrap();
+            assert_eq!(config.internal_route_prefix, "/__x__");
+        }
+        assert_eq!(
+            parse("internal_route_prefix: ''")
+                .unwrap()
+                .internal_route_prefix,
+            ""
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_file_line_column_and_rule() {
+        let cases = [
+            (
+                "local:\n  - hostname: a\n    endpoint: http://a:1\n    endpiont: x\n",
+                "lrp.yaml:4:5: local[0]: unknown field `endpiont`",
+            ),
+            (
+                "local:\n  - hostname: a\n    endpoint: [1]\n",
+                "lrp.yaml:3:15: local[0].endpoint: invalid type: sequence, expected a string",
+            ),
+            (
+                "local:\n  - hostname: a\n    endpoint: http://a:1\n  - hostname: A.\n    endpoint: http://b:1\n",
+                "lrp.yaml:4:5: local[1]: duplicate hostname \"a\"",
+            ),
+            (
+                "local:\n  - hostname: a\n    endpoint: ftp://a:1\n",
+                "lrp.yaml:2:5: local[0]: endpoint must look like http://host:port",
+            ),
+            (
+                "local:\n  - hostname: a\n    endpoint: http://a:1/path\n",
+                "give the endpoint without a path",
+            ),
+            (
+                "local:\n  - hostname: a\n    endpoint: http://a:1\n    concurrency: 0\n",
+                "local[0]: concurrency must be at least 1",
+            ),
+            (
+                "local:\n  - hostname: a\n    endpoint: http://a:1\n    timeout: soon\n",
+                "lrp.yaml:4:14: local[0].timeout: timeout \"soon\" is not a duration",
+            ),
+            (
+                "port: 70000\n",
+                "lrp.yaml:1:7: port: port 70000 is out of range",
+            ),
+            ("prot: 1\n", "lrp.yaml:1:1: unknown field `prot`"),
+            (
+                "aws:\n  - hostname: a\n",
+                "aws[0]: missing field `function_name`",
+            ),
+            (
+                "local:\n  - hostname: 'a b'\n    endpoint: http://a:1\n",
+                "local[0]: hostname \"a b\"",
+            ),
+            (
+                "local:\n  - hostname: a\n    endpoint: http://x:1\naws:\n  - hostname: a\n    function_name: f\n",
+                "lrp.yaml:5:5: aws[0]: duplicate hostname \"a\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.contains(expected),
+                "for {text:?}\n  expected to contain {expected:?}\n  got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rules_sharing_an_endpoint_must_agree_on_concurrency() {
+        let err = parse(
+            "local:\n  - {hostname: a, endpoint: 'http://x:1', concurrency: 2}\n  \
+             - {hostname: b, endpoint: 'http://x:1'}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("local[1]"), "{err}");
+        assert!(err.contains("same concurrency"), "{err}");
+        // Same endpoint, same limit: two hostnames for one function is fine.
+        parse(
+            "local:\n  - {hostname: a, endpoint: 'http://x:1'}\n  \
+             - {hostname: b, endpoint: 'http://x:1'}\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_resolved_table_prints_every_rule() {
+        let config = parse(
+            "local:\n  - {hostname: '*.svc', endpoint: 'http://x:1', concurrency: 3, timeout: 2s}\n\
+             aws:\n  - {hostname: b, function_name: 'f:live', region: us-west-2}\n",
+        )
+        .unwrap();
+        let table = config.to_string();
+        assert!(
+            table.contains(
+                "*.svc -> local http://x:1/2015-03-31/functions/function/invocations (concurrency 3, timeout 2s)"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("b -> aws f:live in us-west-2 (timeout 30s)"),
+            "{table}"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! lrp: a reverse proxy that turns plain HTTP into API Gateway-shaped Lambda invocations,
+//! routed by the request's Host.
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod router;
+pub mod server;
+pub mod target;

@@ -1,0 +1,262 @@
+//! Which rule serves a request: the host table, and the internal routes answered before it.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use http::{HeaderMap, Method, Uri};
+
+/// A request's host, normalized once: port stripped, lower-cased, trailing dot dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host(String);
+
+impl Host {
+    /// The host of a request: the URI authority (HTTP/2 `:authority`, or an absolute-form
+    /// HTTP/1.1 target, which RFC 9112 says takes precedence) or else the `Host` header.
+    pub fn of_request(uri: &Uri, headers: &HeaderMap) -> Option<Host> {
+        let raw = match uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => headers.get(http::header::HOST)?.to_str().ok()?,
+        };
+        Host::parse(raw)
+    }
+
+    /// Normalizes `Example.COM:8080`, `example.com.` or `[::1]:80`; `None` when nothing is left.
+    pub fn parse(raw: &str) -> Option<Host> {
+        let raw = raw.trim();
+        let without_userinfo = raw.rsplit_once('@').map_or(raw, |(_, host)| host);
+        let name = if let Some(bracketed) = without_userinfo.strip_prefix('[') {
+            // An IPv6 literal keeps its brackets, as it appears in URLs.
+            let end = bracketed.find(']')?;
+            &without_userinfo[..end + 2]
+        } else {
+            match without_userinfo.rsplit_once(':') {
+                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+                _ => without_userinfo,
+            }
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty() {
+            return None;
+        }
+        Some(Host(name.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A rule's hostname: an exact name, or `*.suffix` for any subdomain of `suffix`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    Exact(String),
+    Wildcard(String),
+}
+
+impl HostPattern {
+    pub fn parse(written: &str) -> Result<HostPattern, String> {
+        let invalid = |why: &str| format!("hostname {written:?} {why}");
+        let lowered = written.trim().to_ascii_lowercase();
+        let name = lowered.strip_suffix('.').unwrap_or(&lowered);
+        let (wildcard, name) = match name.strip_prefix("*.") {
+            Some(suffix) => (true, suffix),
+            None => (false, name),
+        };
+        if name.is_empty() {
+            return Err(invalid("is empty"));
+        }
+        if name.contains('*') {
+            return Err(invalid(
+                "may use * only as its whole first label, as in *.example.com",
+            ));
+        }
+        if name.split('.').any(str::is_empty) {
+            return Err(invalid("has an empty label"));
+        }
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+        if !name.bytes().all(allowed) {
+            return Err(invalid(
+                "may hold only letters, digits, '-', '_' and '.' (no port, no scheme)",
+            ));
+        }
+        Ok(if wildcard {
+            HostPattern::Wildcard(name.to_owned())
+        } else {
+            HostPattern::Exact(name.to_owned())
+        })
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+/// Host → value table. Exact names win; otherwise the longest matching wildcard suffix.
+#[derive(Debug)]
+pub struct RouteTable<T> {
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+    routes: Vec<T>,
+}
+
+impl<T> RouteTable<T> {
+    /// Builds the table; patterns are assumed distinct (the config rejects duplicates).
+    pub fn new(entries: impl IntoIterator<Item = (HostPattern, T)>) -> Self {
+        let mut table = RouteTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            routes: Vec::new(),
+        };
+        for (pattern, route) in entries {
+            let index = table.routes.len();
+            table.routes.push(route);
+            match pattern {
+                HostPattern::Exact(name) => table.exact.insert(name, index),
+                HostPattern::Wildcard(suffix) => table.wildcard.insert(suffix, index),
+            };
+        }
+        table
+    }
+
+    pub fn lookup(&self, host: &Host) -> Option<&T> {
+        let name = host.as_str();
+        if let Some(&index) = self.exact.get(name) {
+            return Some(&self.routes[index]);
+        }
+        // Walk the parent domains from the longest: a.b.example.com → b.example.com → …
+        let mut rest = name;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(&index) = self.wildcard.get(parent) {
+                return Some(&self.routes[index]);
+            }
+            rest = parent;
+        }
+        None
+    }
+
+    pub fn routes(&self) -> &[T] {
+        &self.routes
+    }
+}
+
+/// Routes lrp answers itself, before any host lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalRoute {
+    Ping,
+    Healthz,
+}
+
+/// `GET|HEAD {prefix}/ping` and `{prefix}/healthz`; with a prefix, bare `/ping` is a function's.
+pub fn internal_route(prefix: &str, method: &Method, path: &str) -> Option<InternalRoute> {
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    match path.strip_prefix(prefix)? {
+        "/ping" => Some(InternalRoute::Ping),
+        "/healthz" => Some(InternalRoute::Healthz),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(raw: &str) -> Option<String> {
+        Host::parse(raw).map(|h| h.0)
+    }
+
+    #[test]
+    fn host_is_normalized() {
+        assert_eq!(host("Service-1").as_deref(), Some("service-1"));
+        assert_eq!(host("service-1:8080").as_deref(), Some("service-1"));
+        assert_eq!(host("Example.COM.:443").as_deref(), Some("example.com"));
+        assert_eq!(host("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(host("[::1]").as_deref(), Some("[::1]"));
+        assert_eq!(host("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
+        assert_eq!(host(""), None);
+        assert_eq!(host(":80"), None);
+        assert_eq!(host("[::1"), None);
+    }
+
+    #[test]
+    fn host_comes_from_authority_before_the_host_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, "from-header:80".parse().unwrap());
+        let origin_form: Uri = "/path".parse().unwrap();
+        let absolute: Uri = "http://From-Authority:81/path".parse().unwrap();
+        assert_eq!(
+            Host::of_request(&origin_form, &headers).unwrap().as_str(),
+            "from-header"
+        );
+        assert_eq!(
+            Host::of_request(&absolute, &headers).unwrap().as_str(),
+            "from-authority"
+        );
+        assert_eq!(Host::of_request(&origin_form, &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn patterns_validate_and_normalize() {
+        assert_eq!(
+            HostPattern::parse("Foo.Example.com.").unwrap(),
+            HostPattern::Exact("foo.example.com".into())
+        );
+        assert_eq!(
+            HostPattern::parse("*.Example.com").unwrap(),
+            HostPattern::Wildcard("example.com".into())
+        );
+        for bad in ["", "*", "a.*.b", "a..b", "a:80", "http://a", "a b", "*."] {
+            assert!(
+                HostPattern::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_the_most_specific_wildcard_wins() {
+        let table = RouteTable::new([
+            (HostPattern::parse("*.example.com").unwrap(), "any"),
+            (HostPattern::parse("*.api.example.com").unwrap(), "api"),
+            (HostPattern::parse("www.api.example.com").unwrap(), "www"),
+        ]);
+        let lookup = |raw: &str| table.lookup(&Host::parse(raw).unwrap()).copied();
+        assert_eq!(lookup("www.api.example.com"), Some("www"));
+        assert_eq!(lookup("v1.api.example.com"), Some("api"));
+        assert_eq!(lookup("deep.v1.api.example.com"), Some("api"));
+        assert_eq!(lookup("api.example.com"), Some("any"));
+        assert_eq!(lookup("x.example.com:8080"), Some("any"));
+        assert_eq!(lookup("example.com"), None, "a wildcard needs a subdomain");
+        assert_eq!(lookup("example.org"), None);
+    }
+
+    #[test]
+    fn internal_routes_follow_the_prefix() {
+        let get = Method::GET;
+        assert_eq!(internal_route("", &get, "/ping"), Some(InternalRoute::Ping));
+        assert_eq!(
+            internal_route("", &Method::HEAD, "/healthz"),
+            Some(InternalRoute::Healthz)
+        );
+        assert_eq!(internal_route("", &Method::POST, "/ping"), None);
+        assert_eq!(internal_route("", &get, "/ping/"), None);
+        assert_eq!(
+            internal_route("/__x__", &get, "/__x__/ping"),
+            Some(InternalRoute::Ping)
+        );
+        assert_eq!(internal_route("/__x__", &get, "/ping"), None);
+        assert_eq!(internal_route("/__x__", &get, "/__x__ping"), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! The listener and the per-request pipeline: internal route? → host → rule → event →
+//! invoke → response. All the I/O is here; the rules live in `router`, `event` and `target`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::{Level, debug, error, info, warn};
+
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::event::{self, IncomingRequest, MAX_EVENT_BYTES};
+use crate::router::{Host, InternalRoute, RouteTable, internal_route};
+use crate::target::{Target, TargetFactory};
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests may run on after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The header HTTP API uses to give every response its request id.
+const REQUEST_ID_HEADER: &str = "apigw-requestid";
+
+/// One rule, ready to serve.
+pub struct Route {
+    /// The hostname as configured, for logs.
+    pub name: String,
+    pub target: Target,
+    pub timeout: Duration,
+}
+
+/// What every request needs, built once from the configuration.
+pub struct Proxy {
+    table: RouteTable<Route>,
+    internal_route_prefix: String,
+}
+
+impl Proxy {
+    pub fn new(config: &Config) -> Self {
+        let mut targets = TargetFactory::new();
+        let table = RouteTable::new(config.rules.iter().map(|rule| {
+            let route = Route {
+                name: rule.hostname.to_string(),
+                target: targets.build(&rule.target),
+                timeout: rule.timeout,
+            };
+            (rule.hostname.clone(), route)
+        }));
+        Proxy {
+            table,
+            internal_route_prefix: config.internal_route_prefix.clone(),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests for up to 30 s.
+pub async fn serve(
+    proxy: Proxy,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let local_port = listener.local_addr()?.port();
+    let proxy = Arc::new(proxy);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper ignores header_read_timeout without a timer (and panics if set without one).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Running out of file descriptors must not end the server: wait and go on.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let proxy = proxy.clone();
+        let service = service_fn(move |request| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(handle(&proxy, peer, local_port, request).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        error!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+/// One request from arrival to response, with its log line.
+async fn handle(
+    proxy: &Proxy,
+    peer: SocketAddr,
+    local_port: u16,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let (parts, body) = request.into_parts();
+
+    if let Some(route) = internal_route(
+        &proxy.internal_route_prefix,
+        &parts.method,
+        parts.uri.path(),
+    ) {
+        let response = internal_response(route);
+        debug!(method = %parts.method, path = parts.uri.path(), status = 200, "internal route");
+        return finish(response, &request_id);
+    }
+
+    let host = Host::of_request(&parts.uri, &parts.headers);
+    let route = host.as_ref().and_then(|h| proxy.table.lookup(h));
+    let outcome = match (&host, route) {
+        (None, _) => Err(ProxyError::MissingHost),
+        (Some(host), None) => Err(ProxyError::NoRule(host.clone())),
+        (Some(host), Some(route)) => {
+            let context = RequestContext {
+                parts: &parts,
+                host,
+                peer_ip: peer.ip().to_canonical(),
+                local_port,
+                request_id: &request_id,
+            };
+            invoke(route, &context, body).await
+        }
+    };
+
+    let status = outcome.as_ref().map_or_else(|e| e.status(), |r| r.status());
+    let host_text = host.as_ref().map_or("-", Host::as_str);
+    let rule = route.map_or("-", |r| r.name.as_str());
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    macro_rules! log_request {
+        ($level:expr, $($error:tt)*) => {
+            tracing::event!($level, method = %parts.method, host = host_text, path = parts.uri.path(),
+                status = status.as_u16(), rule, duration_ms, request_id, $($error)* "request")
+        };
+    }
+    let response = match outcome {
+        Ok(response) => {
+            log_request!(Level::INFO,);
+            response
+        }
+        Err(error) => {
+            let (kind, cause) = (error.kind(), &error);
+            if status.is_server_error() {
+                log_request!(Level::WARN, error = kind, cause = %cause,);
+            } else {
+                log_request!(Level::INFO, error = kind, cause = %cause,);
+            }
+            error.to_response()
+        }
+    };
+    finish(response, &request_id)
+}
+
+struct RequestContext<'a> {
+    parts: &'a http::request::Parts,
+    host: &'a Host,
+    peer_ip: IpAddr,
+    local_port: u16,
+    request_id: &'a str,
+}
+
+async fn invoke(
+    route: &Route,
+    context: &RequestContext<'_>,
+    body: Incoming,
+) -> Result<Response<Bytes>, ProxyError> {
+    let received = SystemTime::now();
+    let body = read_body(context.parts, body, route.timeout).await?;
+    let trace_id = new_trace_id(received);
+    let incoming = IncomingRequest {
+        parts: context.parts,
+        body: &body,
+        host: context.host,
+        peer_ip: context.peer_ip,
+        local_port: context.local_port,
+        request_id: context.request_id,
+        trace_id: &trace_id,
+        received,
+    };
+    let event = event::v2::to_event(&incoming);
+    drop(body);
+    if event.len() > MAX_EVENT_BYTES {
+        return Err(ProxyError::RequestTooLarge);
+    }
+    let result = route
+        .target
+        .invoke(Bytes::from(event), route.timeout)
+        .await?;
+    Ok(event::v2::from_result(result)?)
+}
+
+/// Reads the body, never buffering more than an event may hold.
+async fn read_body(
+    parts: &http::request::Parts,
+    body: Incoming,
+    timeout: Duration,
+) -> Result<Bytes, ProxyError> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_EVENT_BYTES as u64) {
+        return Err(ProxyError::RequestTooLarge);
+    }
+    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_EVENT_BYTES).collect())
+        .await
+        .map_err(|_| ProxyError::BodyTimeout)?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ProxyError::RequestTooLarge)
+        }
+        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
+    }
+}
+
+fn internal_response(route: InternalRoute) -> Response<Bytes> {
+    let body = match route {
+        InternalRoute::Ping => "pong",
+        InternalRoute::Healthz => "ok",
+    };
+    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    *response.status_mut() = StatusCode::OK;
+    response
+}
+
+fn finish(response: Response<Bytes>, request_id: &str) -> Response<Full<Bytes>> {
+    let mut response = response.map(Full::new);
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// A fresh id in HTTP API's style: 11 random bytes in base64, such as `QQCtFipSIAMEPNQ=`.
+fn new_request_id() -> String {
+    let random = fastrand::u128(..).to_le_bytes();
+    STANDARD.encode(&random[..11])
+}
+
+/// An X-Ray style trace id: `Root=1-{epoch seconds, hex}-{96 random bits, hex}`.
+fn new_trace_id(at: SystemTime) -> String {
+    let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let random = fastrand::u128(..) >> 32;
+    format!("Root=1-{seconds:08x}-{random:024x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_look_like_http_apis_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 16);
+        assert!(a.ends_with('='));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn trace_ids_have_the_xray_shape() {
+        let id = new_trace_id(UNIX_EPOCH + Duration::from_secs(0x5e6a_8a5e));
+        let (head, random) = id.split_at("Root=1-5e6a8a5e-".len());
+        assert_eq!(head, "Root=1-5e6a8a5e-");
+        assert_eq!(random.len(), 24);
+        assert!(random.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

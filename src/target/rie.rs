@@ -1,0 +1,272 @@
+//! Local functions behind an RIE-compatible endpoint: the Runtime Interface Emulator in a Lambda
+//! container image, the cargo-lambda emulator, or anything serving the Invoke path over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::TargetError;
+use crate::event::MAX_RESULT_BYTES;
+
+/// One pooled keep-alive client, shared by every local target.
+pub type RieClient = Client<HttpConnector, Full<Bytes>>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Lambda's longest function timeout. An invocation the client gave up on keeps its endpoint
+/// slot until the endpoint answers, at most this long: a second invoke while the first still
+/// runs would be refused, or would crash the real RIE (peers.md §6).
+const ABANDONED_INVOCATION_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+pub fn client() -> RieClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+pub struct RieTarget {
+    client: RieClient,
+    invoke_uri: Uri,
+    /// In-flight invocations allowed at the endpoint (RIE itself serves one at a time).
+    slots: Arc<Semaphore>,
+}
+
+impl RieTarget {
+    pub fn new(client: RieClient, invoke_uri: Uri, slots: Arc<Semaphore>) -> Self {
+        RieTarget {
+            client,
+            invoke_uri,
+            slots,
+        }
+    }
+
+    pub async fn invoke(&self, event: Bytes, timeout: Duration) -> Result<Bytes, TargetError> {
+        let deadline = Instant::now() + timeout;
+        // Waiting for a free slot counts against the timeout, as queueing in Lambda would.
+        let slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| TargetError::Timeout)?
+            .map_err(|_| TargetError::Transport("the endpoint's slots were closed".into()))?;
+        let request = Request::post(self.invoke_uri.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(event))
+            .map_err(|e| TargetError::Transport(e.to_string()))?;
+        let client = self.client.clone();
+        // The call runs on its own task holding the slot, so that a timed-out or abandoned
+        // request keeps the endpoint marked busy until the endpoint has really finished.
+        let call = tokio::spawn(tokio::time::timeout(
+            ABANDONED_INVOCATION_LIMIT,
+            async move {
+                let _slot = slot;
+                let response = client.request(request).await.map_err(|e| {
+                    if e.is_connect() {
+                        TargetError::Unreachable(error_chain(&e))
+                    } else {
+                        TargetError::Transport(error_chain(&e))
+                    }
+                })?;
+                let status = response.status();
+                let body = Limited::new(response.into_body(), MAX_RESULT_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        if e.downcast_ref::<LengthLimitError>().is_some() {
+                            TargetError::ResultTooLarge
+                        } else {
+                            TargetError::Transport(e.to_string())
+                        }
+                    })?
+                    .to_bytes();
+                classify(status, body)
+            },
+        ));
+        match tokio::time::timeout_at(deadline, call).await {
+            Err(_) | Ok(Ok(Err(_))) => Err(TargetError::Timeout),
+            Ok(Err(join_error)) => Err(TargetError::Transport(join_error.to_string())),
+            Ok(Ok(Ok(result))) => result,
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The error object runtimes post for a failed invocation.
+#[derive(Deserialize)]
+struct ErrorShape {
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(rename = "errorMessage")]
+    error_message: Option<String>,
+    #[serde(rename = "statusCode")]
+    status_code: Option<serde::de::IgnoredAny>,
+}
+
+/// RIE and its look-alikes report failures in several ways (spec §5.2, peers.md §3 and §6);
+/// this recognises each of them.
+pub fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, TargetError> {
+    match status {
+        StatusCode::OK => {
+            if body.is_empty() {
+                // The official RIE answers an empty 200 when the runtime process exits.
+                return Err(TargetError::Function {
+                    error_type: "Runtime.ExitError".into(),
+                    message: "the endpoint returned an empty result".into(),
+                });
+            }
+            if body.starts_with(b"Task timed out") {
+                return Err(TargetError::FunctionTimeout(lossy(&body)));
+            }
+            match function_error(&body) {
+                Some(error) => Err(error),
+                None => Ok(body),
+            }
+        }
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Err(TargetError::Timeout),
+        status if status.is_server_error() => {
+            Err(
+                function_error(&body).unwrap_or_else(|| TargetError::Rejected {
+                    status: status.as_u16(),
+                    body: lossy(&body),
+                }),
+            )
+        }
+        status => Err(TargetError::Rejected {
+            status: status.as_u16(),
+            body: lossy(&body),
+        }),
+    }
+}
+
+/// A JSON object with `errorType` and `errorMessage` and no `statusCode`. A function may
+/// return such fields as data, but only in a result that also has `statusCode`.
+fn function_error(body: &[u8]) -> Option<TargetError> {
+    let looks_like_error = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && memchr::memmem::find(body, b"\"errorMessage\"").is_some();
+    if !looks_like_error {
+        return None;
+    }
+    let shape: ErrorShape = serde_json::from_slice(body).ok()?;
+    match shape {
+        ErrorShape {
+            error_type: Some(error_type),
+            error_message: Some(message),
+            status_code: None,
+        } => Some(TargetError::Function {
+            error_type,
+            message,
+        }),
+        _ => None,
+    }
+}
+
+fn lossy(body: &[u8]) -> String {
+    const SHOWN: usize = 512;
+    String::from_utf8_lossy(&body[..body.len().min(SHOWN)]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify_str(status: u16, body: &str) -> Result<Bytes, TargetError> {
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            Bytes::copy_from_slice(body.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn a_normal_result_passes_through() {
+        let result = r#"{"statusCode":200,"body":"ok"}"#;
+        assert_eq!(classify_str(200, result).unwrap(), result.as_bytes());
+        let data = r#"{"statusCode":200,"errorType":"x","errorMessage":"data, not an error"}"#;
+        assert_eq!(classify_str(200, data).unwrap(), data.as_bytes());
+        assert_eq!(
+            classify_str(200, "\"errorMessage\"").unwrap(),
+            "\"errorMessage\"".as_bytes()
+        );
+    }
+
+    #[test]
+    fn rie_error_shapes_are_function_errors() {
+        let awslambdaric = r#"{"errorMessage": "boom: x", "errorType": "ValueError", "requestId": "e8", "stackTrace": []}"#;
+        let expected = TargetError::Function {
+            error_type: "ValueError".into(),
+            message: "boom: x".into(),
+        };
+        assert_eq!(
+            classify_str(200, awslambdaric),
+            Err(expected.clone()),
+            "RIE: 200"
+        );
+        assert_eq!(
+            classify_str(500, awslambdaric),
+            Err(expected.clone()),
+            "cargo-lambda: 500"
+        );
+        assert_eq!(
+            classify_str(502, awslambdaric),
+            Err(expected),
+            "RIE runtime exit: 502"
+        );
+    }
+
+    #[test]
+    fn an_empty_result_is_a_runtime_exit() {
+        assert!(matches!(
+            classify_str(200, ""),
+            Err(TargetError::Function { error_type, .. }) if error_type == "Runtime.ExitError"
+        ));
+    }
+
+    #[test]
+    fn timeouts_are_recognised() {
+        assert_eq!(
+            classify_str(200, "Task timed out after 3.00 seconds"),
+            Err(TargetError::FunctionTimeout(
+                "Task timed out after 3.00 seconds".into()
+            ))
+        );
+        assert_eq!(classify_str(408, ""), Err(TargetError::Timeout));
+        assert_eq!(classify_str(504, ""), Err(TargetError::Timeout));
+    }
+
+    #[test]
+    fn refusals_keep_their_status() {
+        assert_eq!(
+            classify_str(400, ""),
+            Err(TargetError::Rejected {
+                status: 400,
+                body: String::new()
+            })
+        );
+        assert!(matches!(
+            classify_str(404, r#"{"title":"Missing function"}"#),
+            Err(TargetError::Rejected { status: 404, .. })
+        ));
+        assert!(matches!(
+            classify_str(500, "internal"),
+            Err(TargetError::Rejected { status: 500, .. })
+        ));
+    }
+}
