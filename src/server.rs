@@ -9,10 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -230,7 +230,7 @@ async fn invoke(
 /// Reads the body, never buffering more than an event may hold.
 async fn read_body(
     parts: &http::request::Parts,
-    body: Incoming,
+    mut body: Incoming,
     timeout: Duration,
 ) -> Result<Bytes, ProxyError> {
     let declared = parts
@@ -239,18 +239,52 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_EVENT_BYTES as u64) {
+        discard_rest(parts, body);
         return Err(ProxyError::RequestTooLarge);
     }
-    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_EVENT_BYTES).collect())
-        .await
-        .map_err(|_| ProxyError::BodyTimeout)?;
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let capacity = declared.map_or(0, |length| length as usize);
+    let mut buffer = BytesMut::with_capacity(capacity);
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ProxyError::BodyRead(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if buffer.len() + data.len() > MAX_EVENT_BYTES {
+                    return Err(ProxyError::RequestTooLarge);
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ProxyError::BodyTimeout),
+        Ok(Err(ProxyError::RequestTooLarge)) => {
+            discard_rest(parts, body);
             Err(ProxyError::RequestTooLarge)
         }
-        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(())) => Ok(buffer.freeze()),
     }
+}
+
+/// Reads and drops what is left of a refused body, so that a client still sending it gets to
+/// read the 413 instead of a reset connection (nginx's lingering close). Bounded in time and
+/// bytes; a client that asked `Expect: 100-continue` was told no and sends nothing.
+fn discard_rest(parts: &http::request::Parts, mut body: Incoming) {
+    const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
+    const DISCARD_TIME: Duration = Duration::from_secs(5);
+    if parts.headers.contains_key(header::EXPECT) {
+        return;
+    }
+    tokio::spawn(tokio::time::timeout(DISCARD_TIME, async move {
+        let mut discarded = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            discarded += frame.data_ref().map_or(0, Bytes::len);
+            if discarded > DISCARD_LIMIT {
+                break;
+            }
+        }
+    }));
 }
 
 fn internal_response(route: InternalRoute) -> Response<Bytes> {

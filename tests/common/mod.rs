@@ -1,0 +1,331 @@
+//! Shared by the end-to-end tests: run the real `lrp` binary and real Lambda peers on
+//! loopback, send real HTTP, and clean every process up on drop (also when a test fails).
+
+#![allow(dead_code)] // each test file uses its own part of this module
+
+pub mod fake_rie;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
+
+/// Where the test tools from PyPI live: the virtual environment the test command creates.
+pub fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("LRP_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with ./scripts/test, which installs the test tools",
+        path.display()
+    );
+    path
+}
+
+/// A binary built by `cargo test` next to lrp: target/<profile>/examples/<name>.
+pub fn example_binary(name: &str) -> PathBuf {
+    let lrp = Path::new(env!("CARGO_BIN_EXE_lrp"));
+    let path = lrp
+        .parent()
+        .map(|dir| dir.join("examples").join(name))
+        .unwrap_or_default();
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < STARTUP_LIMIT, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Collects a child's output lines, so a failing test can show them.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<Vec<String>>>);
+
+impl Output {
+    fn capture(&self, stream: impl std::io::Read + Send + 'static) {
+        let lines = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> Option<String> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(line) = self.0.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+/// A child process that is killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub output: Output,
+}
+
+impl Process {
+    pub fn spawn(command: &mut Command) -> Process {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let output = Output::default();
+        if let Some(stdout) = child.stdout.take() {
+            output.capture(stdout);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            output.capture(stderr);
+        }
+        Process { child, output }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real lrp binary, serving a configuration on a free loopback port.
+pub struct Lrp {
+    pub process: Process,
+    pub addr: SocketAddr,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Lrp {
+    /// Starts lrp on `rules` (YAML without host and port, which the test picks).
+    pub fn start(rules: &str) -> Lrp {
+        Self::start_with(rules, &[])
+    }
+
+    pub fn start_with(rules: &str, env: &[(&str, &str)]) -> Lrp {
+        let mut config = tempfile::NamedTempFile::new().expect("a temp file");
+        std::io::Write::write_all(
+            &mut config,
+            format!("host: 127.0.0.1\nport: 0\n{rules}").as_bytes(),
+        )
+        .expect("config written");
+        let mut command = lrp_command();
+        command.arg(config.path()).envs(env.iter().copied());
+        let process = Process::spawn(&mut command);
+        let line = process
+            .output
+            .wait_for("listening on ", STARTUP_LIMIT)
+            .unwrap_or_else(|| panic!("lrp did not start:\n{}", process.output.text()));
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Lrp {
+            process,
+            addr,
+            _config: config,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A request to `path` with the given Host header.
+    pub fn request(&self, method: &str, host: &str, path: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("host", host)
+    }
+
+    pub fn logs(&self) -> String {
+        self.process.output.text()
+    }
+}
+
+/// `lrp` with a clean environment: only what a test passes reaches it.
+pub fn lrp_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lrp"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    command
+}
+
+/// The cargo-lambda emulator (PyPI `cargo-lambda`) serving the Invoke and Runtime APIs.
+pub struct Emulator {
+    pub process: Process,
+    pub port: u16,
+    _project: tempfile::TempDir,
+}
+
+impl Emulator {
+    /// Starts the emulator for functions named `function` (the RIE name) and `echo`.
+    pub fn start() -> Emulator {
+        let project = tempfile::tempdir().expect("a temp dir");
+        // cargo-lambda serves the functions a Cargo package declares as binaries.
+        std::fs::create_dir(project.path().join("src")).expect("src dir");
+        std::fs::write(project.path().join("src/stub.rs"), "fn main() {}\n").expect("stub");
+        std::fs::write(
+            project.path().join("Cargo.toml"),
+            "[package]\nname = \"peers\"\nversion = \"0.0.0\"\nedition = \"2021\"\n[workspace]\n\
+             [[bin]]\nname = \"function\"\npath = \"src/stub.rs\"\n\
+             [[bin]]\nname = \"echo\"\npath = \"src/stub.rs\"\n",
+        )
+        .expect("Cargo.toml");
+        let port = free_port();
+        let mut command = Command::new(tool("cargo-lambda"));
+        command
+            .args(["lambda", "watch", "--only-lambda-apis", "--disable-cors"])
+            .args(["-A", "127.0.0.1", "-P", &port.to_string()])
+            .current_dir(project.path());
+        let process = Process::spawn(&mut command);
+        wait_for_port(port, "the cargo-lambda emulator");
+        Emulator {
+            process,
+            port,
+            _project: project,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Attaches one process of the Rust test function to `function`'s Runtime API.
+    pub fn attach_rust_function(&self, function: &str) -> Process {
+        let mut command = Command::new(example_binary("rust-function"));
+        command
+            .env_clear()
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{}/.rt/{function}", self.port),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "test");
+        Process::spawn(&mut command)
+    }
+}
+
+/// A response, fully read.
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+}
+
+pub async fn send(request: http::request::Builder, body: impl Into<Bytes>) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    send_with(&client, request, body).await
+}
+
+pub async fn send_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: http::request::Builder,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let request = request
+        .body(Full::new(body.into()))
+        .expect("a valid request");
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .expect("lrp answers within 30 s")
+        .expect("the request goes through");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the body arrives")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
