@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::Uri;
@@ -21,6 +21,11 @@ use crate::router::HostPattern;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The function name the Runtime Interface Emulator requires in the invoke path.
 pub const DEFAULT_RIE_FUNCTION_NAME: &str = "function";
+/// The Go tool's region, for functions lrp runs itself when the file names none.
+pub const DEFAULT_REGION: &str = "eu-central-1";
+/// Invocations that may wait for a free slot, per function.
+pub const DEFAULT_MAX_QUEUE: usize = 100;
+const DEFAULT_MEMORY_SIZE: u32 = 128;
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8080;
 
@@ -48,6 +53,8 @@ pub struct Rule {
 pub enum TargetConfig {
     /// An RIE-compatible invoke endpoint reached over HTTP.
     Rie(RieConfig),
+    /// A function whose runtime lrp starts itself and serves the Runtime API.
+    Command(CommandConfig),
     /// AWS Lambda's Invoke API.
     Aws(AwsConfig),
 }
@@ -57,6 +64,23 @@ pub struct RieConfig {
     /// `{endpoint}/2015-03-31/functions/{function_name}/invocations`.
     pub invoke_uri: Uri,
     pub concurrency: usize,
+    pub max_queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandConfig {
+    /// The name the function is told it has (`AWS_LAMBDA_FUNCTION_NAME`).
+    pub function_name: String,
+    pub command: Vec<String>,
+    /// Absolute; relative paths in the file are relative to the file's directory.
+    pub working_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub handler: Option<String>,
+    /// The most instances running at once.
+    pub concurrency: usize,
+    pub max_queue: usize,
+    pub idle_timeout: Option<Duration>,
+    pub memory_size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +156,8 @@ impl Config {
                 message,
             }
         })?;
-        file.validate()
+        let base_dir = Path::new(origin).parent().unwrap_or(Path::new(""));
+        file.validate(base_dir)
             .map_err(|(rule, message)| ConfigError::Invalid {
                 path: origin.to_owned(),
                 location: String::new(),
@@ -170,6 +195,15 @@ impl fmt::Display for Config {
                     f,
                     "  {} -> local {} (concurrency {}, timeout {timeout})",
                     rule.hostname, rie.invoke_uri, rie.concurrency
+                )?,
+                TargetConfig::Command(command) => writeln!(
+                    f,
+                    "  {} -> command {:?} in {} (function {}, concurrency {}, timeout {timeout})",
+                    rule.hostname,
+                    command.command,
+                    command.working_dir.display(),
+                    command.function_name,
+                    command.concurrency
                 )?,
                 TargetConfig::Aws(aws) => writeln!(
                     f,
@@ -213,17 +247,145 @@ struct FileConfig {
     aws: Vec<AwsRule>,
 }
 
+/// A `local:` rule as written. The checks that involve several keys happen in `TryFrom`, so
+/// serde_yaml still reports where the rule is.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LocalRule {
+struct RawLocalRule {
     hostname: Hostname,
-    endpoint: Endpoint,
+    #[serde(default)]
+    endpoint: Option<Endpoint>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
     #[serde(default)]
     function_name: Option<FunctionPathName>,
     #[serde(default)]
     concurrency: Option<Concurrency>,
     #[serde(default)]
+    max_queue: Option<usize>,
+    #[serde(default)]
     timeout: Option<Timeout>,
+    #[serde(default)]
+    working_dir: Option<PathBuf>,
+    #[serde(default)]
+    env: Option<indexmap::IndexMap<String, EnvValue>>,
+    #[serde(default)]
+    handler: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<Timeout>,
+    #[serde(default)]
+    memory_size: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "RawLocalRule")]
+struct LocalRule {
+    hostname: Hostname,
+    kind: LocalKind,
+    function_name: Option<String>,
+    concurrency: usize,
+    max_queue: usize,
+    timeout: Option<Timeout>,
+}
+
+enum LocalKind {
+    Endpoint(Uri),
+    Command {
+        command: Vec<String>,
+        working_dir: Option<PathBuf>,
+        env: Vec<(String, String)>,
+        handler: Option<String>,
+        idle_timeout: Option<Duration>,
+        memory_size: u32,
+    },
+}
+
+impl TryFrom<RawLocalRule> for LocalRule {
+    type Error = String;
+
+    fn try_from(raw: RawLocalRule) -> Result<Self, String> {
+        let hostname = raw.hostname.0.to_string();
+        Self::check(raw).map_err(|why| format!("the rule for {hostname:?}: {why}"))
+    }
+}
+
+impl LocalRule {
+    fn check(raw: RawLocalRule) -> Result<Self, String> {
+        let kind = match (raw.endpoint, raw.command) {
+            (Some(_), Some(_)) => {
+                return Err("give either endpoint or command, not both".to_owned());
+            }
+            (None, None) => {
+                return Err(
+                    "give an endpoint (an RIE-compatible URL) or a command to run".to_owned(),
+                );
+            }
+            (Some(endpoint), None) => {
+                let command_only = [
+                    ("working_dir", raw.working_dir.is_some()),
+                    ("env", raw.env.is_some()),
+                    ("handler", raw.handler.is_some()),
+                    ("idle_timeout", raw.idle_timeout.is_some()),
+                    ("memory_size", raw.memory_size.is_some()),
+                ];
+                if let Some((key, _)) = command_only.iter().find(|(_, given)| *given) {
+                    return Err(format!(
+                        "{key} applies to command rules only; this rule has an endpoint"
+                    ));
+                }
+                LocalKind::Endpoint(endpoint.0)
+            }
+            (None, Some(command)) => {
+                if command
+                    .first()
+                    .is_none_or(|program| program.trim().is_empty())
+                {
+                    return Err("command must name a program, as in [\"python3\", \"-m\", \"awslambdaric\", \"app.handler\"]".to_owned());
+                }
+                LocalKind::Command {
+                    command,
+                    working_dir: raw.working_dir,
+                    env: raw
+                        .env
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect(),
+                    handler: raw.handler,
+                    idle_timeout: raw.idle_timeout.map(|t| t.0),
+                    memory_size: raw.memory_size.unwrap_or(DEFAULT_MEMORY_SIZE),
+                }
+            }
+        };
+        if raw.max_queue == Some(0) {
+            return Err("max_queue must be at least 1".to_owned());
+        }
+        Ok(LocalRule {
+            hostname: raw.hostname,
+            kind,
+            function_name: raw.function_name.map(|n| n.0),
+            concurrency: raw.concurrency.map_or(1, |c| c.0),
+            max_queue: raw.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+            timeout: raw.timeout,
+        })
+    }
+}
+
+/// An `env` value: YAML scalars of any kind become their text (`PORT: 8080` is fine).
+struct EnvValue(String);
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::String(s) => Ok(EnvValue(s)),
+            serde_yaml::Value::Number(n) => Ok(EnvValue(n.to_string())),
+            serde_yaml::Value::Bool(b) => Ok(EnvValue(b.to_string())),
+            serde_yaml::Value::Null => Ok(EnvValue(String::new())),
+            _ => Err(de::Error::custom(
+                "env values must be strings, numbers or booleans",
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -242,44 +404,75 @@ struct AwsRule {
 
 impl FileConfig {
     /// Checks that need the whole file; returns the rule at fault and why.
-    fn validate(self) -> Result<Config, (String, String)> {
+    fn validate(self, base_dir: &Path) -> Result<Config, (String, String)> {
         let default_timeout = self.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
         let mut rules = Vec::with_capacity(self.local.len() + self.aws.len());
         // Rules that share an RIE endpoint share its concurrency limit, so they must agree on it.
         let mut endpoints: HashMap<String, (usize, usize)> = HashMap::new();
         for (index, local) in self.local.into_iter().enumerate() {
-            let function_name = local.function_name.map(|n| n.0);
-            let rie = RieConfig {
-                invoke_uri: invoke_uri(
-                    &local.endpoint.0,
-                    function_name
-                        .as_deref()
-                        .unwrap_or(DEFAULT_RIE_FUNCTION_NAME),
-                )
-                .map_err(|e| (format!("local[{index}]"), e))?,
-                concurrency: local.concurrency.map_or(1, |c| c.0),
+            let rule = format!("local[{index}]");
+            let target = match local.kind {
+                LocalKind::Endpoint(endpoint) => {
+                    let rie = RieConfig {
+                        invoke_uri: invoke_uri(
+                            &endpoint,
+                            local
+                                .function_name
+                                .as_deref()
+                                .unwrap_or(DEFAULT_RIE_FUNCTION_NAME),
+                        )
+                        .map_err(|e| (rule.clone(), e))?,
+                        concurrency: local.concurrency,
+                        max_queue: local.max_queue,
+                    };
+                    let key = rie.invoke_uri.to_string();
+                    match endpoints.get(&key) {
+                        Some(&(first, concurrency)) if concurrency != rie.concurrency => {
+                            return Err((
+                                rule,
+                                format!(
+                                    "{key} is also used by local[{first}] with concurrency \
+                                     {concurrency}; rules that share an endpoint share its \
+                                     limit, so give them the same concurrency (this one has {})",
+                                    rie.concurrency
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            endpoints.insert(key, (index, rie.concurrency));
+                        }
+                    }
+                    TargetConfig::Rie(rie)
+                }
+                LocalKind::Command {
+                    command,
+                    working_dir,
+                    env,
+                    handler,
+                    idle_timeout,
+                    memory_size,
+                } => {
+                    let working_dir = resolve_dir(base_dir, working_dir.as_deref())
+                        .map_err(|e| (format!("{rule}.working_dir"), e))?;
+                    TargetConfig::Command(CommandConfig {
+                        function_name: local
+                            .function_name
+                            .unwrap_or_else(|| local.hostname.0.function_name()),
+                        command,
+                        working_dir,
+                        env,
+                        handler,
+                        concurrency: local.concurrency,
+                        max_queue: local.max_queue,
+                        idle_timeout,
+                        memory_size,
+                    })
+                }
             };
-            let key = rie.invoke_uri.to_string();
-            match endpoints.get(&key) {
-                Some(&(first, concurrency)) if concurrency != rie.concurrency => {
-                    return Err((
-                        format!("local[{index}]"),
-                        format!(
-                            "{key} is also used by local[{first}] with concurrency {concurrency}; \
-                             rules that share an endpoint share its limit, so give them the \
-                             same concurrency (this one has {})",
-                            rie.concurrency
-                        ),
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    endpoints.insert(key, (index, rie.concurrency));
-                }
-            }
             rules.push(Rule {
                 hostname: local.hostname.0,
-                target: TargetConfig::Rie(rie),
+                target,
                 timeout: local.timeout.map_or(default_timeout, |t| t.0),
             });
         }
@@ -306,6 +499,24 @@ impl FileConfig {
             rules,
         })
     }
+}
+
+/// `working_dir` made absolute against the configuration file's directory (the default).
+fn resolve_dir(base_dir: &Path, working_dir: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = match working_dir {
+        Some(dir) => base_dir.join(dir),
+        None => base_dir.to_path_buf(),
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    Ok(dir)
 }
 
 fn invoke_uri(endpoint: &Uri, function_name: &str) -> Result<Uri, String> {
@@ -628,6 +839,45 @@ mod tests {
         assert_eq!(
             rie.invoke_uri,
             "http://rie:9000/2015-03-31/functions/echo/invocations"
+        );
+    }
+
+    #[test]
+    fn command_rules_resolve_their_directory_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("fn")).unwrap();
+        let origin = dir.path().join("lrp.yaml");
+        let config = Config::from_yaml(
+            "local:\n  - hostname: hello.localhost\n    command: [python3, app.py]\n    \
+             working_dir: fn\n    env: {PORT: 8080, DEBUG: true, NAME: x}\n    \
+             idle_timeout: 1m\n  - hostname: '*.other.test'\n    command: [./bootstrap]\n",
+            &origin.display().to_string(),
+        )
+        .unwrap();
+        let [first, second] = &config.rules[..] else {
+            panic!("two rules")
+        };
+        let TargetConfig::Command(hello) = &first.target else {
+            panic!("a command rule")
+        };
+        assert_eq!(hello.function_name, "hello");
+        assert_eq!(hello.command, ["python3", "app.py"]);
+        assert_eq!(hello.working_dir, dir.path().join("fn"));
+        let env: Vec<_> = hello.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(env, ["PORT=8080", "DEBUG=true", "NAME=x"]);
+        assert_eq!(hello.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(
+            (hello.concurrency, hello.max_queue, hello.memory_size),
+            (1, 100, 128)
+        );
+        let TargetConfig::Command(other) = &second.target else {
+            panic!("a command rule")
+        };
+        assert_eq!(other.function_name, "other");
+        assert_eq!(
+            other.working_dir,
+            dir.path(),
+            "the file's directory by default"
         );
     }
 

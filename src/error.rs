@@ -55,6 +55,7 @@ impl ProxyError {
             ProxyError::Result(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Target(error) => match error {
                 TargetError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+                TargetError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
                 TargetError::Unreachable(_) | TargetError::Transport(_) => StatusCode::BAD_GATEWAY,
                 TargetError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
                 TargetError::Function { .. }
@@ -93,6 +94,7 @@ fn message(status: StatusCode) -> &'static str {
         StatusCode::NOT_FOUND => "Not Found",
         StatusCode::REQUEST_TIMEOUT => "Request Timeout",
         StatusCode::PAYLOAD_TOO_LARGE => "Request Too Long",
+        StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",
         StatusCode::NOT_IMPLEMENTED => "Not Implemented",
         StatusCode::BAD_GATEWAY => "Bad Gateway",
         StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable",
@@ -167,6 +169,12 @@ mod tests {
                 "Bad Gateway",
             ),
             (ProxyError::MissingHost, 400, "missing-host", "Bad Request"),
+            (
+                ProxyError::Target(TargetError::QueueFull),
+                429,
+                "queue-full",
+                "Too Many Requests",
+            ),
         ];
         for (error, status, kind, message) in cases {
             let expected_body = format!(r#"{{"message":"{message}"}}"#);

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod ids;
 pub mod router;
 pub mod server;
 pub mod target;

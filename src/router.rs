@@ -93,6 +93,14 @@ impl HostPattern {
     }
 }
 
+impl HostPattern {
+    /// A function name derived from the hostname: its first label (`hello.localhost` → `hello`).
+    pub fn function_name(&self) -> String {
+        let (HostPattern::Exact(name) | HostPattern::Wildcard(name)) = self;
+        name.split('.').next().unwrap_or(name).to_owned()
+    }
+}
+
 impl fmt::Display for HostPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

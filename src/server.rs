@@ -5,10 +5,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -21,9 +19,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{Level, debug, error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_REGION};
 use crate::error::ProxyError;
 use crate::event::{self, IncomingRequest, MAX_EVENT_BYTES};
+use crate::ids;
 use crate::router::{Host, InternalRoute, RouteTable, internal_route};
 use crate::target::{Target, TargetFactory};
 
@@ -49,12 +48,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Builds every target; call it inside the Tokio runtime (command targets start tasks).
     pub fn new(config: &Config) -> Self {
-        let mut targets = TargetFactory::new();
+        let region = config.region.as_deref().unwrap_or(DEFAULT_REGION);
+        let mut targets = TargetFactory::new(region);
         let table = RouteTable::new(config.rules.iter().map(|rule| {
             let route = Route {
                 name: rule.hostname.to_string(),
-                target: targets.build(&rule.target),
+                target: targets.build(&rule.target, rule.timeout),
                 timeout: rule.timeout,
             };
             (rule.hostname.clone(), route)
@@ -120,6 +121,9 @@ pub async fn serve(
     {
         error!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
     }
+    for route in proxy.table.routes() {
+        route.target.shutdown().await;
+    }
     Ok(())
 }
 
@@ -131,7 +135,7 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let request_id = new_request_id();
+    let request_id = ids::api_request_id();
     let (parts, body) = request.into_parts();
 
     if let Some(route) = internal_route(
@@ -204,7 +208,12 @@ async fn invoke(
 ) -> Result<Response<Bytes>, ProxyError> {
     let received = SystemTime::now();
     let body = read_body(context.parts, body, route.timeout).await?;
-    let trace_id = new_trace_id(received);
+    let trace_id = context
+        .parts
+        .headers
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| ids::trace_id(received), str::to_owned);
     let incoming = IncomingRequest {
         parts: context.parts,
         body: &body,
@@ -222,7 +231,7 @@ async fn invoke(
     }
     let result = route
         .target
-        .invoke(Bytes::from(event), route.timeout)
+        .invoke(Bytes::from(event), route.timeout, &trace_id)
         .await?;
     Ok(event::v2::from_result(result)?)
 }
@@ -307,40 +316,4 @@ fn finish(response: Response<Bytes>, request_id: &str) -> Response<Full<Bytes>> 
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
-}
-
-/// A fresh id in HTTP API's style: 11 random bytes in base64, such as `QQCtFipSIAMEPNQ=`.
-fn new_request_id() -> String {
-    let random = fastrand::u128(..).to_le_bytes();
-    STANDARD.encode(&random[..11])
-}
-
-/// An X-Ray style trace id: `Root=1-{epoch seconds, hex}-{96 random bits, hex}`.
-fn new_trace_id(at: SystemTime) -> String {
-    let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let random = fastrand::u128(..) >> 32;
-    format!("Root=1-{seconds:08x}-{random:024x}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_look_like_http_apis_and_differ() {
-        let a = new_request_id();
-        let b = new_request_id();
-        assert_eq!(a.len(), 16);
-        assert!(a.ends_with('='));
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn trace_ids_have_the_xray_shape() {
-        let id = new_trace_id(UNIX_EPOCH + Duration::from_secs(0x5e6a_8a5e));
-        let (head, random) = id.split_at("Root=1-5e6a8a5e-".len());
-        assert_eq!(head, "Root=1-5e6a8a5e-");
-        assert_eq!(random.len(), 24);
-        assert!(random.bytes().all(|b| b.is_ascii_hexdigit()));
-    }
 }

@@ -4,7 +4,7 @@ mod body;
 pub mod v2;
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -45,23 +45,16 @@ fn clf_time(at: SystemTime) -> String {
     OffsetDateTime::from(at).format(format).unwrap_or_default()
 }
 
-/// Milliseconds since the epoch, as in `requestContext.timeEpoch`.
-fn epoch_millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
-    fn clf_time_and_epoch_match_the_aws_example() {
+    fn clf_time_matches_the_aws_example() {
         // 12/Mar/2020:19:03:58 +0000 is the time of the HTTP API documentation's example.
         let at = UNIX_EPOCH + Duration::from_millis(1_584_039_838_123);
         assert_eq!(clf_time(at), "12/Mar/2020:19:03:58 +0000");
-        assert_eq!(epoch_millis(at), 1_584_039_838_123);
         let early = UNIX_EPOCH + Duration::from_secs(5 * 86_400);
         assert_eq!(clf_time(early), "06/Jan/1970:00:00:00 +0000");
     }

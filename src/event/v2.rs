@@ -76,7 +76,7 @@ pub fn to_event(request: &IncomingRequest<'_>) -> Vec<u8> {
             route_key: ROUTE_KEY,
             stage: STAGE,
             time: super::clf_time(request.received),
-            time_epoch: super::epoch_millis(request.received),
+            time_epoch: crate::ids::epoch_millis(request.received),
         },
         is_base64_encoded: body.is_some_and(|b| b.is_base64()),
         body,

@@ -1,14 +1,16 @@
 //! The ways lrp invokes a function, behind one interface: event bytes in, result bytes out.
 
+pub mod command;
 pub mod rie;
+mod slots;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
+use self::slots::Slots;
 use crate::config::TargetConfig;
 
 /// Why an invocation produced no usable result.
@@ -16,6 +18,8 @@ use crate::config::TargetConfig;
 pub enum TargetError {
     #[error("no result within the rule's timeout")]
     Timeout,
+    #[error("too many invocations are already waiting for this function")]
+    QueueFull,
     #[error("the function failed: {error_type}: {message}")]
     Function { error_type: String, message: String },
     #[error("the function timed out: {0}")]
@@ -36,6 +40,7 @@ impl TargetError {
     pub fn kind(&self) -> &'static str {
         match self {
             TargetError::Timeout => "timeout",
+            TargetError::QueueFull => "queue-full",
             TargetError::Function { .. } => "function-error",
             TargetError::FunctionTimeout(_) => "function-timeout",
             TargetError::Rejected { .. } => "invoke-rejected",
@@ -49,17 +54,33 @@ impl TargetError {
 
 pub enum Target {
     Rie(Box<rie::RieTarget>),
+    Command(command::CommandTarget),
     /// `aws:` rules are parsed and validated, but cannot be invoked by this build.
     AwsUnavailable,
 }
 
 impl Target {
-    pub async fn invoke(&self, event: Bytes, timeout: Duration) -> Result<Bytes, TargetError> {
+    /// Invokes the function with `event`, for at most `timeout`; `trace_id` is the request's
+    /// X-Ray trace header, for targets that pass one on.
+    pub async fn invoke(
+        &self,
+        event: Bytes,
+        timeout: Duration,
+        trace_id: &str,
+    ) -> Result<Bytes, TargetError> {
         match self {
             Target::Rie(target) => target.invoke(event, timeout).await,
+            Target::Command(target) => target.invoke(event, timeout, trace_id).await,
             Target::AwsUnavailable => Err(TargetError::Unsupported(
                 "aws: rules are not supported by this build of lrp yet",
             )),
+        }
+    }
+
+    /// Stops what the target runs itself; in-flight invocations have drained by then.
+    pub async fn shutdown(&self) {
+        if let Target::Command(target) = self {
+            target.shutdown().await;
         }
     }
 }
@@ -67,25 +88,31 @@ impl Target {
 /// Builds targets from rules, sharing what rules may share: one HTTP client for every local
 /// endpoint, and one concurrency limit per endpoint however many hostnames point at it.
 pub struct TargetFactory {
+    region: String,
     rie_client: rie::RieClient,
-    rie_slots: HashMap<String, Arc<Semaphore>>,
+    rie_slots: HashMap<String, Arc<Slots>>,
 }
 
 impl TargetFactory {
-    pub fn new() -> Self {
+    /// `region` is the one functions lrp runs itself are told they run in.
+    pub fn new(region: &str) -> Self {
         TargetFactory {
+            region: region.to_owned(),
             rie_client: rie::client(),
             rie_slots: HashMap::new(),
         }
     }
 
-    pub fn build(&mut self, config: &TargetConfig) -> Target {
+    pub fn build(&mut self, config: &TargetConfig, timeout: Duration) -> Target {
         match config {
+            TargetConfig::Command(command) => {
+                Target::Command(command::CommandTarget::new(command, &self.region, timeout))
+            }
             TargetConfig::Rie(rie) => {
                 let slots = self
                     .rie_slots
                     .entry(rie.invoke_uri.to_string())
-                    .or_insert_with(|| Arc::new(Semaphore::new(rie.concurrency)))
+                    .or_insert_with(|| Arc::new(Slots::new(rie.concurrency, rie.max_queue)))
                     .clone();
                 Target::Rie(Box::new(rie::RieTarget::new(
                     self.rie_client.clone(),
@@ -95,11 +122,5 @@ impl TargetFactory {
             }
             TargetConfig::Aws(_) => Target::AwsUnavailable,
         }
-    }
-}
-
-impl Default for TargetFactory {
-    fn default() -> Self {
-        Self::new()
     }
 }

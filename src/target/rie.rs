@@ -11,10 +11,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::TargetError;
+use super::slots::Slots;
 use crate::event::MAX_RESULT_BYTES;
 
 /// One pooled keep-alive client, shared by every local target.
@@ -39,11 +39,11 @@ pub struct RieTarget {
     client: RieClient,
     invoke_uri: Uri,
     /// In-flight invocations allowed at the endpoint (RIE itself serves one at a time).
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
 }
 
 impl RieTarget {
-    pub fn new(client: RieClient, invoke_uri: Uri, slots: Arc<Semaphore>) -> Self {
+    pub fn new(client: RieClient, invoke_uri: Uri, slots: Arc<Slots>) -> Self {
         RieTarget {
             client,
             invoke_uri,
@@ -54,10 +54,7 @@ impl RieTarget {
     pub async fn invoke(&self, event: Bytes, timeout: Duration) -> Result<Bytes, TargetError> {
         let deadline = Instant::now() + timeout;
         // Waiting for a free slot counts against the timeout, as queueing in Lambda would.
-        let slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| TargetError::Timeout)?
-            .map_err(|_| TargetError::Transport("the endpoint's slots were closed".into()))?;
+        let slot = self.slots.acquire(deadline).await?;
         let request = Request::post(self.invoke_uri.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(event))

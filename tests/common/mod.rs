@@ -146,7 +146,7 @@ impl Drop for Process {
 pub struct Lrp {
     pub process: Process,
     pub addr: SocketAddr,
-    _config: tempfile::NamedTempFile,
+    _config: Option<tempfile::NamedTempFile>,
 }
 
 impl Lrp {
@@ -162,8 +162,18 @@ impl Lrp {
             format!("host: 127.0.0.1\nport: 0\n{rules}").as_bytes(),
         )
         .expect("config written");
+        let path = config.path().to_owned();
+        Self::spawn(&path, env, Some(config))
+    }
+
+    /// Starts lrp on a configuration file of the test's own (which must pick port 0).
+    pub fn start_file(path: &Path) -> Lrp {
+        Self::spawn(path, &[], None)
+    }
+
+    fn spawn(path: &Path, env: &[(&str, &str)], config: Option<tempfile::NamedTempFile>) -> Lrp {
         let mut command = lrp_command();
-        command.arg(config.path()).envs(env.iter().copied());
+        command.arg(path).envs(env.iter().copied());
         let process = Process::spawn(&mut command);
         let line = process
             .output

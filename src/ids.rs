@@ -1,0 +1,71 @@
+//! Fresh identifiers in the shapes AWS uses.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+/// An HTTP API request id: 11 random bytes in base64, such as `QQCtFipSIAMEPNQ=`.
+pub fn api_request_id() -> String {
+    let random = fastrand::u128(..).to_le_bytes();
+    STANDARD.encode(&random[..11])
+}
+
+/// A Lambda request id: a random UUID.
+pub fn lambda_request_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
+}
+
+/// An X-Ray trace header: `Root=1-{epoch seconds, hex}-{96 random bits, hex}`.
+pub fn trace_id(at: SystemTime) -> String {
+    let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let random = fastrand::u128(..) >> 32;
+    format!("Root=1-{seconds:08x}-{random:024x}")
+}
+
+/// Milliseconds since the epoch.
+pub fn epoch_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn request_ids_look_like_http_apis_and_differ() {
+        let a = api_request_id();
+        assert_eq!(a.len(), 16);
+        assert!(a.ends_with('='));
+        assert_ne!(a, api_request_id());
+    }
+
+    #[test]
+    fn lambda_request_ids_are_v4_uuids() {
+        let id = lambda_request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.as_bytes()[14], b'4');
+        assert_ne!(id, lambda_request_id());
+    }
+
+    #[test]
+    fn trace_ids_have_the_xray_shape() {
+        let id = trace_id(UNIX_EPOCH + Duration::from_secs(0x5e6a_8a5e));
+        let (head, random) = id.split_at("Root=1-5e6a8a5e-".len());
+        assert_eq!(head, "Root=1-5e6a8a5e-");
+        assert_eq!(random.len(), 24);
+        assert!(random.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn epoch_is_in_milliseconds() {
+        assert_eq!(
+            epoch_millis(UNIX_EPOCH + Duration::from_millis(1_584_039_838_123)),
+            1_584_039_838_123
+        );
+    }
+}

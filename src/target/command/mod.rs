@@ -1,0 +1,282 @@
+//! Functions whose code lrp runs itself, as Lambda does: processes started on demand, each
+//! served the Lambda Runtime API, one invocation at a time each, up to `concurrency` at once.
+
+mod instance;
+mod runtime_api;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use self::instance::{FunctionSpec, Instance};
+use self::runtime_api::{Death, Outcome};
+use super::TargetError;
+use super::slots::Slots;
+use crate::config::CommandConfig;
+
+/// How long a stopping runtime gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Restarts after failed initializations wait 1 s, 2 s, 4 s … up to this.
+const MAX_INIT_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct CommandTarget {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    spec: FunctionSpec,
+    slots: Slots,
+    idle: Mutex<Vec<Instance>>,
+    next_instance: AtomicU64,
+    init: Mutex<InitBackoff>,
+    idle_timeout: Option<Duration>,
+}
+
+#[derive(Default)]
+struct InitBackoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<(String, String)>,
+}
+
+impl CommandTarget {
+    pub fn new(config: &CommandConfig, region: &str, timeout: Duration) -> Self {
+        let spec = FunctionSpec {
+            name: config.function_name.clone(),
+            command: config.command.clone(),
+            working_dir: config.working_dir.clone(),
+            env: lambda_environment(config, region, timeout),
+            arn: format!(
+                "arn:aws:lambda:{region}:000000000000:function:{}",
+                config.function_name
+            ),
+        };
+        let pool = Arc::new(Pool {
+            spec,
+            slots: Slots::new(config.concurrency, config.max_queue),
+            idle: Mutex::new(Vec::new()),
+            next_instance: AtomicU64::new(1),
+            init: Mutex::new(InitBackoff::default()),
+            idle_timeout: config.idle_timeout,
+        });
+        if let Some(idle_timeout) = config.idle_timeout {
+            tokio::spawn(reap_idle(Arc::downgrade(&pool), idle_timeout));
+        }
+        CommandTarget { pool }
+    }
+
+    pub async fn invoke(
+        &self,
+        event: Bytes,
+        timeout: Duration,
+        trace_id: &str,
+    ) -> Result<Bytes, TargetError> {
+        let deadline = Instant::now() + timeout;
+        let slot = self.pool.slots.acquire(deadline).await?;
+        let pool = self.pool.clone();
+        let trace_id = trace_id.to_owned();
+        // The invocation runs on its own task, so that a client that goes away cannot leave an
+        // instance half-way through an invocation: it finishes, or is killed at the deadline.
+        tokio::spawn(async move {
+            let _slot = slot;
+            pool.run(event, deadline, &trace_id).await
+        })
+        .await
+        .map_err(|e| TargetError::Transport(e.to_string()))?
+    }
+
+    /// Stops every idle instance: SIGTERM, then SIGKILL after a grace period.
+    pub async fn shutdown(&self) {
+        let idle = match self.pool.idle.lock() {
+            Ok(mut idle) => std::mem::take(&mut *idle),
+            Err(_) => return,
+        };
+        let stops = idle.into_iter().map(|instance| instance.stop(STOP_GRACE));
+        futures_util::future::join_all(stops).await;
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.pool.slots.waiting()
+    }
+}
+
+impl Pool {
+    async fn run(
+        &self,
+        event: Bytes,
+        deadline: Instant,
+        trace_id: &str,
+    ) -> Result<Bytes, TargetError> {
+        let mut instance = self.checkout().await?;
+        let fresh = instance.served == 0;
+        let outcome =
+            tokio::time::timeout_at(deadline, instance.invoke(event, deadline, trace_id)).await;
+        instance.served += 1;
+        match outcome {
+            Err(_) => {
+                tracing::warn!(function = %self.spec.name, instance = instance.id,
+                    "invocation timed out: stopping the instance");
+                drop(instance);
+                Err(TargetError::Timeout)
+            }
+            Ok(Ok(outcome)) => {
+                if fresh {
+                    self.init_succeeded();
+                }
+                self.checkin(instance);
+                match outcome {
+                    Outcome::Response(result) => Ok(result),
+                    Outcome::Error {
+                        error_type,
+                        message,
+                    } => Err(TargetError::Function {
+                        error_type,
+                        message,
+                    }),
+                    Outcome::ResponseTooLarge => Err(TargetError::ResultTooLarge),
+                }
+            }
+            Ok(Err(death)) => {
+                let (error_type, message) = match death {
+                    Death::InitError {
+                        error_type,
+                        message,
+                    } => (error_type, message),
+                    Death::Exited(message) => ("Runtime.ExitError".to_owned(), message),
+                };
+                if fresh {
+                    self.init_failed(&error_type, &message);
+                }
+                Err(TargetError::Function {
+                    error_type,
+                    message,
+                })
+            }
+        }
+    }
+
+    /// An idle, living instance, or a new one unless recent starts failed.
+    async fn checkout(&self) -> Result<Instance, TargetError> {
+        while let Some(instance) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            if !instance.is_dead() {
+                return Ok(instance);
+            }
+        }
+        if let Ok(init) = self.init.lock()
+            && let (Some(retry_at), Some((error_type, message))) = (init.retry_at, &init.last_error)
+            && Instant::now() < retry_at
+        {
+            return Err(TargetError::Function {
+                error_type: error_type.clone(),
+                message: format!(
+                    "{message} (the last start failed; retrying in {:.1} s)",
+                    retry_at
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+                ),
+            });
+        }
+        let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        Instance::start(&self.spec, id).await.map_err(|e| {
+            let message = format!("cannot start {:?}: {e}", self.spec.command);
+            self.init_failed("Runtime.InvalidEntrypoint", &message);
+            TargetError::Function {
+                error_type: "Runtime.InvalidEntrypoint".into(),
+                message,
+            }
+        })
+    }
+
+    fn checkin(&self, mut instance: Instance) {
+        instance.idle_since = Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(instance);
+        }
+    }
+
+    fn init_failed(&self, error_type: &str, message: &str) {
+        if let Ok(mut init) = self.init.lock() {
+            init.failures += 1;
+            let delay = Duration::from_secs(1 << init.failures.min(6).saturating_sub(1));
+            let delay = delay.min(MAX_INIT_BACKOFF);
+            init.retry_at = Some(Instant::now() + delay);
+            init.last_error = Some((error_type.to_owned(), message.to_owned()));
+            tracing::warn!(function = %self.spec.name, error_type, message,
+                "the function failed to start; next attempt in {delay:?}");
+        }
+    }
+
+    fn init_succeeded(&self) {
+        if let Ok(mut init) = self.init.lock() {
+            *init = InitBackoff::default();
+        }
+    }
+
+    /// Takes out the instances idle for longer than `idle_timeout`.
+    fn expired(&self, idle_timeout: Duration) -> Vec<Instance> {
+        let Ok(mut idle) = self.idle.lock() else {
+            return Vec::new();
+        };
+        let (expired, kept) = std::mem::take(&mut *idle)
+            .into_iter()
+            .partition(|i| i.idle_since.elapsed() >= idle_timeout || i.is_dead());
+        *idle = kept;
+        expired
+    }
+}
+
+/// Stops instances nobody used for `idle_timeout`, until the pool is gone.
+async fn reap_idle(pool: Weak<Pool>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else { break };
+        let expired = pool.expired(idle_timeout);
+        if let Some(idle_timeout) = pool.idle_timeout.filter(|_| !expired.is_empty()) {
+            tracing::info!(function = %pool.spec.name, count = expired.len(),
+                "stopping instances idle for {idle_timeout:?}");
+        }
+        drop(pool);
+        for instance in expired {
+            instance.stop(STOP_GRACE).await;
+        }
+    }
+}
+
+/// The variables Lambda sets for a function, then the rule's own.
+fn lambda_environment(
+    config: &CommandConfig,
+    region: &str,
+    timeout: Duration,
+) -> Vec<(String, String)> {
+    let name = &config.function_name;
+    let mut env: Vec<(String, String)> = [
+        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            config.memory_size.to_string(),
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_TIMEOUT",
+            timeout.as_secs().max(1).to_string(),
+        ),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+        ("AWS_REGION", region.to_owned()),
+        ("AWS_DEFAULT_REGION", region.to_owned()),
+        ("LAMBDA_TASK_ROOT", config.working_dir.display().to_string()),
+        ("TZ", ":UTC".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some(handler) = &config.handler {
+        env.push(("_HANDLER".to_owned(), handler.clone()));
+    }
+    env.extend(config.env.iter().cloned());
+    env
+}

@@ -1,0 +1,380 @@
+//! The Lambda Runtime API (2018-06-01) for one execution environment, as AWS documents it:
+//! `/next` hands out one invocation at a time, `/response` and `/error` settle it, and
+//! `/init/error` reports a runtime that cannot start. Status codes and error bodies for
+//! misuse follow AWS's own implementation (the Runtime Interface Emulator's `rapi` package).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::event::MAX_RESULT_BYTES;
+
+const PREFIX: &str = "/2018-06-01/runtime";
+
+/// One invocation on its way to the runtime.
+pub struct Invocation {
+    pub request_id: String,
+    pub event: Bytes,
+    pub deadline_epoch_ms: u64,
+    pub trace_id: String,
+    pub reply: oneshot::Sender<Outcome>,
+}
+
+/// How the runtime settled an invocation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Response(Bytes),
+    Error { error_type: String, message: String },
+    ResponseTooLarge,
+}
+
+/// Why an execution environment can serve no more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Death {
+    InitError { error_type: String, message: String },
+    Exited(String),
+}
+
+/// The invocation the runtime is working on.
+struct Current {
+    request_id: String,
+    /// `None` once the runtime has answered.
+    reply: Option<oneshot::Sender<Outcome>>,
+}
+
+pub struct RuntimeApi {
+    function_arn: String,
+    next: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    current: Mutex<Option<Current>>,
+    death: Arc<watch::Sender<Option<Death>>>,
+}
+
+impl RuntimeApi {
+    pub fn new(
+        function_arn: String,
+        next: mpsc::Receiver<Invocation>,
+        death: Arc<watch::Sender<Option<Death>>>,
+    ) -> Self {
+        RuntimeApi {
+            function_arn,
+            next: tokio::sync::Mutex::new(next),
+            current: Mutex::new(None),
+            death,
+        }
+    }
+
+    /// Serves the runtime's connections until the listener's task is aborted.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        while let Ok((stream, _)) = listener.accept().await {
+            let api = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let api = api.clone();
+                    async move { Ok::<_, Infallible>(api.handle(request).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_owned();
+        let Some(route) = path.strip_prefix(PREFIX) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such Runtime API path",
+            );
+        };
+        match (request.method(), route) {
+            (&Method::GET, "/invocation/next") => self.next().await,
+            (&Method::POST, "/init/error") => {
+                let error_type = error_type_header(&request);
+                let body = read_limited(request.into_body()).await.unwrap_or_default();
+                let (error_type, message) = describe_error(error_type, &body);
+                tracing::warn!(%error_type, %message, "the function failed to initialize");
+                self.death.send_replace(Some(Death::InitError {
+                    error_type,
+                    message,
+                }));
+                accepted()
+            }
+            (&Method::POST, route) => {
+                let Some((request_id, kind)) = route
+                    .strip_prefix("/invocation/")
+                    .and_then(|rest| rest.split_once('/'))
+                else {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "no such Runtime API path",
+                    );
+                };
+                match kind {
+                    "response" => self.settle_response(request_id, request).await,
+                    "error" => self.settle_error(request_id, request).await,
+                    _ => error(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "no such Runtime API path",
+                    ),
+                }
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such Runtime API path",
+            ),
+        }
+    }
+
+    async fn next(&self) -> Response<Full<Bytes>> {
+        let invocation = {
+            let mut next = self.next.lock().await;
+            next.recv().await
+        };
+        let Some(invocation) = invocation else {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Runtime.Shutdown",
+                "the execution environment is shutting down",
+            );
+        };
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(Current {
+                request_id: invocation.request_id.clone(),
+                reply: Some(invocation.reply),
+            });
+        }
+        let mut response = Response::new(Full::new(invocation.event));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let values = [
+            ("lambda-runtime-aws-request-id", invocation.request_id),
+            (
+                "lambda-runtime-deadline-ms",
+                invocation.deadline_epoch_ms.to_string(),
+            ),
+            (
+                "lambda-runtime-invoked-function-arn",
+                self.function_arn.clone(),
+            ),
+            ("lambda-runtime-trace-id", invocation.trace_id),
+        ];
+        for (name, value) in values {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        }
+        response
+    }
+
+    async fn settle_response(
+        &self,
+        request_id: &str,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let body = read_limited(request.into_body()).await;
+        let outcome = match body {
+            Ok(body) => Outcome::Response(body),
+            Err(BodyError::TooLarge) => Outcome::ResponseTooLarge,
+            Err(BodyError::Broken) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "TruncatedHTTPRequest",
+                    "HTTP request detected as truncated",
+                );
+            }
+        };
+        let too_large = outcome == Outcome::ResponseTooLarge;
+        match self.settle(request_id, outcome) {
+            Err(refusal) => refusal.response(),
+            Ok(()) if too_large => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("Exceeded maximum allowed payload size ({MAX_RESULT_BYTES} bytes)."),
+            ),
+            Ok(()) => accepted(),
+        }
+    }
+
+    async fn settle_error(
+        &self,
+        request_id: &str,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let error_type = error_type_header(&request);
+        let body = read_limited(request.into_body()).await.unwrap_or_default();
+        let (error_type, message) = describe_error(error_type, &body);
+        match self.settle(
+            request_id,
+            Outcome::Error {
+                error_type,
+                message,
+            },
+        ) {
+            Err(refusal) => refusal.response(),
+            Ok(()) => accepted(),
+        }
+    }
+
+    /// Hands the outcome to whoever waits for the invocation `request_id`.
+    fn settle(&self, request_id: &str, outcome: Outcome) -> Result<(), Refusal> {
+        let mut current = self.current.lock().map_err(|_| Refusal::NoInvocation)?;
+        let current = current.as_mut().ok_or(Refusal::NoInvocation)?;
+        if current.request_id != request_id {
+            return Err(Refusal::UnknownRequestId);
+        }
+        let reply = current.reply.take().ok_or(Refusal::AlreadyAnswered)?;
+        // The invoker may have given up (timeout); the runtime's answer is still accepted.
+        let _ = reply.send(outcome);
+        Ok(())
+    }
+}
+
+/// Why a runtime's answer was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NoInvocation,
+    UnknownRequestId,
+    AlreadyAnswered,
+}
+
+impl Refusal {
+    fn response(self) -> Response<Full<Bytes>> {
+        match self {
+            Refusal::UnknownRequestId => error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestID",
+                "Invalid request ID",
+            ),
+            Refusal::NoInvocation => invalid_state("no invocation is in progress"),
+            Refusal::AlreadyAnswered => invalid_state("the invocation was already answered"),
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+async fn read_limited(body: Incoming) -> Result<Bytes, BodyError> {
+    match Limited::new(body, MAX_RESULT_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Broken),
+    }
+}
+
+fn error_type_header(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(rename = "errorMessage")]
+    error_message: Option<String>,
+}
+
+/// The error's type and message, from its JSON body, else the header, else `Runtime.Unknown`.
+fn describe_error(header_type: Option<String>, body: &[u8]) -> (String, String) {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let (body_type, message) = parsed.map_or((None, None), |b| (b.error_type, b.error_message));
+    let error_type = body_type
+        .or(header_type)
+        .unwrap_or_else(|| "Runtime.Unknown".to_owned());
+    let message = message
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+    (error_type, message)
+}
+
+fn accepted() -> Response<Full<Bytes>> {
+    json_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#.to_owned())
+}
+
+fn invalid_state(message: &str) -> Response<Full<Bytes>> {
+    error(StatusCode::FORBIDDEN, "InvalidStateTransition", message)
+}
+
+fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"errorMessage": message, "errorType": error_type});
+    json_response(status, body.to_string())
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_accepted_once_and_only_for_the_current_invocation() {
+        let (_sender, next) = mpsc::channel(1);
+        let api = RuntimeApi::new("arn".into(), next, Arc::new(watch::channel(None).0));
+        let outcome = || Outcome::Response(Bytes::from_static(b"{}"));
+        assert_eq!(api.settle("a", outcome()), Err(Refusal::NoInvocation));
+
+        let (reply, mut answered) = oneshot::channel();
+        *api.current.lock().unwrap() = Some(Current {
+            request_id: "a".into(),
+            reply: Some(reply),
+        });
+        assert_eq!(api.settle("b", outcome()), Err(Refusal::UnknownRequestId));
+        assert_eq!(api.settle("a", outcome()), Ok(()));
+        assert_eq!(answered.try_recv(), Ok(outcome()));
+        assert_eq!(api.settle("a", outcome()), Err(Refusal::AlreadyAnswered));
+
+        let statuses: Vec<u16> = [Refusal::UnknownRequestId, Refusal::AlreadyAnswered]
+            .map(|r| r.response().status().as_u16())
+            .into();
+        assert_eq!(statuses, [400, 403]);
+    }
+
+    #[test]
+    fn errors_are_described_from_body_then_header() {
+        let body = br#"{"errorMessage":"boom","errorType":"ValueError","stackTrace":[]}"#;
+        assert_eq!(
+            describe_error(Some("Runtime.Unknown".into()), body),
+            ("ValueError".into(), "boom".into())
+        );
+        assert_eq!(
+            describe_error(Some("BashError".into()), b"plain text"),
+            ("BashError".into(), "plain text".into())
+        );
+        assert_eq!(
+            describe_error(None, b""),
+            ("Runtime.Unknown".into(), String::new())
+        );
+    }
+}

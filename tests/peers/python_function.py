@@ -1,0 +1,36 @@
+"""A Lambda function for the awslambdaric runtime (PyPI), for end-to-end tests. What it does
+depends on the event's rawPath, like tests/peers/rust_function.rs."""
+
+import json
+import os
+import time
+
+
+def handler(event, context):
+    path = event.get("rawPath", "/")
+    if path == "/respond":
+        return json.loads(event["body"])
+    if path == "/error":
+        raise ValueError("boom from python")
+    if path == "/exit":
+        os._exit(3)
+    if path.startswith("/sleep/"):
+        time.sleep(int(path.split("/")[2]) / 1000)
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json", "x-function": "python"},
+        "body": json.dumps(
+            {
+                "event": event,
+                "pid": os.getpid(),
+                "request_id": context.aws_request_id,
+                "function_name": context.function_name,
+                "remaining_ms": context.get_remaining_time_in_millis(),
+                "env": {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "LAMBDA_", "_HANDLER", "TZ", "GREETING"))},
+            }
+        ),
+    }
+
+
+def broken_init_handler(event, context):
+    return {}
