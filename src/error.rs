@@ -57,11 +57,12 @@ impl ProxyError {
                 TargetError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
                 TargetError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
                 TargetError::Unreachable(_) | TargetError::Transport(_) => StatusCode::BAD_GATEWAY,
-                TargetError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+                TargetError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 TargetError::Function { .. }
                 | TargetError::FunctionTimeout(_)
                 | TargetError::Rejected { .. }
-                | TargetError::ResultTooLarge => StatusCode::INTERNAL_SERVER_ERROR,
+                | TargetError::ResultTooLarge
+                | TargetError::InvokeRefused { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }
@@ -95,7 +96,6 @@ fn message(status: StatusCode) -> &'static str {
         StatusCode::REQUEST_TIMEOUT => "Request Timeout",
         StatusCode::PAYLOAD_TOO_LARGE => "Request Too Long",
         StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",
-        StatusCode::NOT_IMPLEMENTED => "Not Implemented",
         StatusCode::BAD_GATEWAY => "Bad Gateway",
         StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable",
         _ => "Internal Server Error",

@@ -91,7 +91,7 @@ async fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, rules = config.rules.len(), "listening on {address}");
-    let proxy = Proxy::new(&config);
+    let proxy = Proxy::new(&config).await;
     server::serve(proxy, listener, shutdown_signal()?).await?;
     tracing::info!("stopped");
     Ok(())

@@ -19,7 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{Level, debug, error, info, warn};
 
-use crate::config::{Config, DEFAULT_REGION};
+use crate::config::Config;
 use crate::error::ProxyError;
 use crate::event::{self, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
@@ -49,17 +49,18 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds every target; call it inside the Tokio runtime (command targets start tasks).
-    pub fn new(config: &Config) -> Self {
-        let region = config.region.as_deref().unwrap_or(DEFAULT_REGION);
-        let mut targets = TargetFactory::new(region);
-        let table = RouteTable::new(config.rules.iter().map(|rule| {
+    pub async fn new(config: &Config) -> Self {
+        let mut targets = TargetFactory::new(config.region.as_deref());
+        let mut routes = Vec::with_capacity(config.rules.len());
+        for rule in &config.rules {
             let route = Route {
                 name: rule.hostname.to_string(),
-                target: targets.build(&rule.target, rule.timeout),
+                target: targets.build(&rule.target, rule.timeout).await,
                 timeout: rule.timeout,
             };
-            (rule.hostname.clone(), route)
-        }));
+            routes.push((rule.hostname.clone(), route));
+        }
+        let table = RouteTable::new(routes);
         Proxy {
             table,
             internal_route_prefix: config.internal_route_prefix.clone(),

@@ -104,7 +104,7 @@ fn no_config_at_all_serves_internal_routes_on_8080() {
 
 #[tokio::test]
 async fn json_logs_carry_one_line_per_request() {
-    let lrp = Lrp::start_with("", &[("LRP_LOG_FORMAT", "json")]);
+    let lrp = Lrp::start_with("", [("LRP_LOG_FORMAT", "json")]);
     let reply = send(lrp.request("GET", "nowhere", "/x"), "").await;
     let id = reply.header("apigw-requestid").unwrap().to_owned();
     let line = lrp

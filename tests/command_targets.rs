@@ -102,7 +102,7 @@ async fn awslambdaric_gets_events_and_the_environment_lambda_gives() {
     // The same warm instance serves the next request.
     let again = send(lrp.request("GET", "hello.test", "/"), "").await;
     assert_eq!(pid_of(&again), body["pid"].as_u64().unwrap());
-    assert!(lrp.logs().contains("started an instance"), "{}", lrp.logs());
+    lrp.expect_log("started an instance");
 }
 
 #[tokio::test]
@@ -116,11 +116,7 @@ async fn handler_errors_are_500_and_the_instance_stays() {
     assert_eq!(reply.status, 500);
     assert_eq!(reply.json(), json!({"message": "Internal Server Error"}));
     assert_eq!(reply.header("x-lrp-error"), Some("function-error"));
-    assert!(
-        lrp.logs().contains("ValueError: boom from python"),
-        "{}",
-        lrp.logs()
-    );
+    lrp.expect_log("ValueError: boom from python");
     let after = pid_of(&send(lrp.request("GET", "py.test", "/"), "").await);
     assert_eq!(first, after);
 }
@@ -153,7 +149,7 @@ async fn a_crash_mid_invocation_is_a_runtime_exit_error_and_replaced() {
     let reply = send(lrp.request("GET", "crash.test", "/exit"), "").await;
     assert_eq!(reply.status, 500);
     assert_eq!(reply.header("x-lrp-error"), Some("function-error"));
-    assert!(lrp.logs().contains("Runtime.ExitError"), "{}", lrp.logs());
+    lrp.expect_log("Runtime.ExitError");
     let replacement = pid_of(&send(lrp.request("GET", "crash.test", "/"), "").await);
     assert_ne!(replacement, first);
     eventually("the crashed instance is reaped", || !process_exists(first));
@@ -234,11 +230,7 @@ async fn a_bash_runtime_and_the_runtime_apis_answers_to_misuse() {
 
     let reply = send(lrp.request("GET", "bash.test", "/error"), "").await;
     assert_eq!(reply.status, 500);
-    assert!(
-        lrp.logs().contains("BashError: boom from bash"),
-        "{}",
-        lrp.logs()
-    );
+    lrp.expect_log("BashError: boom from bash");
 
     let reply = send(lrp.request("GET", "bash.test", "/misuse"), "").await;
     assert_eq!(reply.text(), "first");
@@ -293,16 +285,13 @@ async fn an_init_error_is_reported_and_not_retried_in_a_hot_loop() {
     ));
     let reply = send(lrp.request("GET", "init.test", "/"), "").await;
     assert_eq!(reply.status, 500, "{}", lrp.logs());
-    assert!(
-        lrp.logs().contains("Runtime.HandlerNotFound"),
-        "{}",
-        lrp.logs()
-    );
+    lrp.expect_log("Runtime.HandlerNotFound");
     // Within the back-off, the next request fails at once without starting a process.
     let started = Instant::now();
     let reply = send(lrp.request("GET", "init.test", "/"), "").await;
     assert_eq!(reply.status, 500);
     assert!(started.elapsed() < Duration::from_millis(200));
+    lrp.expect_log("the last start failed; retrying in");
     assert_eq!(
         lrp.logs().matches("started an instance").count(),
         1,
@@ -317,11 +306,7 @@ async fn a_missing_program_is_a_clear_500() {
         Lrp::start("local:\n  - hostname: missing.test\n    command: [\"/no/such/runtime\"]\n");
     let reply = send(lrp.request("GET", "missing.test", "/"), "").await;
     assert_eq!(reply.status, 500);
-    assert!(
-        lrp.logs().contains("Runtime.InvalidEntrypoint"),
-        "{}",
-        lrp.logs()
-    );
+    lrp.expect_log("Runtime.InvalidEntrypoint");
 }
 
 #[tokio::test]

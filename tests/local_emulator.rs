@@ -178,11 +178,7 @@ async fn a_handler_error_is_500_and_the_runtime_keeps_serving() {
     assert_eq!(reply.status, 500);
     assert_eq!(reply.json(), json!({"message": "Internal Server Error"}));
     assert_eq!(reply.header("x-lrp-error"), Some("function-error"));
-    assert!(
-        lrp.logs().contains("boom from the rust function"),
-        "{}",
-        lrp.logs()
-    );
+    lrp.expect_log("boom from the rust function");
     let reply = send(lrp.request("GET", "service-1", "/after"), "").await;
     assert_eq!(reply.status, 200);
 }

@@ -76,12 +76,8 @@ async fn every_failure_shape_gets_http_apis_answer() {
     expect_error(&lrp, "refused", refused).await;
 
     // Each failure is one log line naming its cause.
-    let logs = lrp.logs();
-    assert!(
-        logs.contains(r#"error="function-error" cause=the function failed: FakeError: boom"#),
-        "{logs}"
-    );
-    assert!(logs.contains("Task timed out after 1.00 seconds"), "{logs}");
+    lrp.expect_log(r#"error="function-error" cause=the function failed: FakeError: boom"#);
+    lrp.expect_log("Task timed out after 1.00 seconds");
 }
 
 #[tokio::test]

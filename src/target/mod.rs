@@ -1,5 +1,6 @@
 //! The ways lrp invokes a function, behind one interface: event bytes in, result bytes out.
 
+pub mod aws;
 pub mod command;
 pub mod rie;
 mod slots;
@@ -9,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Deserialize;
 
 use self::slots::Slots;
-use crate::config::TargetConfig;
+use crate::config::{DEFAULT_REGION, TargetConfig};
 
 /// Why an invocation produced no usable result.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -28,12 +30,14 @@ pub enum TargetError {
     Rejected { status: u16, body: String },
     #[error("the function's result is larger than Lambda's 6 MB limit")]
     ResultTooLarge,
+    #[error("Lambda refused the request as too large")]
+    RequestTooLarge,
+    #[error("Lambda refused the invocation: {message}")]
+    InvokeRefused { kind: &'static str, message: String },
     #[error("the endpoint is unreachable: {0}")]
     Unreachable(String),
     #[error("the invocation failed in transit: {0}")]
     Transport(String),
-    #[error("{0}")]
-    Unsupported(&'static str),
 }
 
 impl TargetError {
@@ -45,18 +49,59 @@ impl TargetError {
             TargetError::FunctionTimeout(_) => "function-timeout",
             TargetError::Rejected { .. } => "invoke-rejected",
             TargetError::ResultTooLarge => "result-too-large",
+            TargetError::RequestTooLarge => "request-too-large",
+            TargetError::InvokeRefused { kind, .. } => kind,
             TargetError::Unreachable(_) => "unreachable",
             TargetError::Transport(_) => "transport",
-            TargetError::Unsupported(_) => "unsupported-target",
         }
     }
+}
+
+/// The `{"errorType": …, "errorMessage": …}` object runtimes describe failures with.
+#[derive(Debug, Default, Deserialize)]
+struct ErrorObject {
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(rename = "errorMessage")]
+    error_message: Option<String>,
+    /// Present when a result merely carries such fields as data.
+    #[serde(rename = "statusCode")]
+    status_code: Option<serde::de::IgnoredAny>,
+}
+
+impl ErrorObject {
+    /// The fields of `body`, all absent when it is not such an object.
+    fn parse(body: &[u8]) -> Self {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// The error's type (else `fallback_type`) and message (else the start of `body`).
+    fn describe(self, fallback_type: &str, body: &[u8]) -> (String, String) {
+        (
+            self.error_type.unwrap_or_else(|| fallback_type.to_owned()),
+            self.error_message.unwrap_or_else(|| excerpt(body)),
+        )
+    }
+
+    fn into_error(self, fallback_type: &str, body: &[u8]) -> TargetError {
+        let (error_type, message) = self.describe(fallback_type, body);
+        TargetError::Function {
+            error_type,
+            message,
+        }
+    }
+}
+
+/// The start of a body, as text for a log line.
+fn excerpt(body: &[u8]) -> String {
+    const SHOWN: usize = 512;
+    String::from_utf8_lossy(&body[..body.len().min(SHOWN)]).into_owned()
 }
 
 pub enum Target {
     Rie(Box<rie::RieTarget>),
     Command(command::CommandTarget),
-    /// `aws:` rules are parsed and validated, but cannot be invoked by this build.
-    AwsUnavailable,
+    Aws(aws::AwsTarget),
 }
 
 impl Target {
@@ -71,9 +116,7 @@ impl Target {
         match self {
             Target::Rie(target) => target.invoke(event, timeout).await,
             Target::Command(target) => target.invoke(event, timeout, trace_id).await,
-            Target::AwsUnavailable => Err(TargetError::Unsupported(
-                "aws: rules are not supported by this build of lrp yet",
-            )),
+            Target::Aws(target) => target.invoke(event, timeout).await,
         }
     }
 
@@ -88,25 +131,29 @@ impl Target {
 /// Builds targets from rules, sharing what rules may share: one HTTP client for every local
 /// endpoint, and one concurrency limit per endpoint however many hostnames point at it.
 pub struct TargetFactory {
-    region: String,
+    file_region: Option<String>,
     rie_client: rie::RieClient,
     rie_slots: HashMap<String, Arc<Slots>>,
+    /// Loaded with the first `aws:` rule: a file without one does no AWS SDK work at all.
+    aws: Option<aws::AwsClients>,
 }
 
 impl TargetFactory {
-    /// `region` is the one functions lrp runs itself are told they run in.
-    pub fn new(region: &str) -> Self {
+    /// `file_region` is the configuration file's `region`, if it has one.
+    pub fn new(file_region: Option<&str>) -> Self {
         TargetFactory {
-            region: region.to_owned(),
+            file_region: file_region.map(str::to_owned),
             rie_client: rie::client(),
             rie_slots: HashMap::new(),
+            aws: None,
         }
     }
 
-    pub fn build(&mut self, config: &TargetConfig, timeout: Duration) -> Target {
+    pub async fn build(&mut self, config: &TargetConfig, timeout: Duration) -> Target {
         match config {
             TargetConfig::Command(command) => {
-                Target::Command(command::CommandTarget::new(command, &self.region, timeout))
+                let region = self.file_region.as_deref().unwrap_or(DEFAULT_REGION);
+                Target::Command(command::CommandTarget::new(command, region, timeout))
             }
             TargetConfig::Rie(rie) => {
                 let slots = self
@@ -120,7 +167,15 @@ impl TargetFactory {
                     slots,
                 )))
             }
-            TargetConfig::Aws(_) => Target::AwsUnavailable,
+            TargetConfig::Aws(config) => {
+                let clients = match &mut self.aws {
+                    Some(clients) => clients,
+                    None => self
+                        .aws
+                        .insert(aws::AwsClients::load(self.file_region.as_deref()).await),
+                };
+                Target::Aws(clients.target(config))
+            }
         }
     }
 }

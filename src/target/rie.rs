@@ -10,11 +10,10 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::TargetError;
 use super::slots::Slots;
+use super::{ErrorObject, TargetError, excerpt};
 use crate::event::MAX_RESULT_BYTES;
 
 /// One pooled keep-alive client, shared by every local target.
@@ -107,17 +106,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The error object runtimes post for a failed invocation.
-#[derive(Deserialize)]
-struct ErrorShape {
-    #[serde(rename = "errorType")]
-    error_type: Option<String>,
-    #[serde(rename = "errorMessage")]
-    error_message: Option<String>,
-    #[serde(rename = "statusCode")]
-    status_code: Option<serde::de::IgnoredAny>,
-}
-
 /// RIE and its look-alikes report failures in several ways (spec §5.2, peers.md §3 and §6);
 /// this recognises each of them.
 pub fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, TargetError> {
@@ -131,7 +119,7 @@ pub fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, TargetError> {
                 });
             }
             if body.starts_with(b"Task timed out") {
-                return Err(TargetError::FunctionTimeout(lossy(&body)));
+                return Err(TargetError::FunctionTimeout(excerpt(&body)));
             }
             match function_error(&body) {
                 Some(error) => Err(error),
@@ -143,13 +131,13 @@ pub fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, TargetError> {
             Err(
                 function_error(&body).unwrap_or_else(|| TargetError::Rejected {
                     status: status.as_u16(),
-                    body: lossy(&body),
+                    body: excerpt(&body),
                 }),
             )
         }
         status => Err(TargetError::Rejected {
             status: status.as_u16(),
-            body: lossy(&body),
+            body: excerpt(&body),
         }),
     }
 }
@@ -162,23 +150,11 @@ fn function_error(body: &[u8]) -> Option<TargetError> {
     if !looks_like_error {
         return None;
     }
-    let shape: ErrorShape = serde_json::from_slice(body).ok()?;
-    match shape {
-        ErrorShape {
-            error_type: Some(error_type),
-            error_message: Some(message),
-            status_code: None,
-        } => Some(TargetError::Function {
-            error_type,
-            message,
-        }),
-        _ => None,
-    }
-}
-
-fn lossy(body: &[u8]) -> String {
-    const SHOWN: usize = 512;
-    String::from_utf8_lossy(&body[..body.len().min(SHOWN)]).into_owned()
+    let object = ErrorObject::parse(body);
+    let is_error = object.error_type.is_some()
+        && object.error_message.is_some()
+        && object.status_code.is_none();
+    is_error.then(|| object.into_error("", body))
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub struct Counters {
     pub calls: AtomicUsize,
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
+    /// The `Authorization` header of every request, in order (SigV4 when the AWS SDK calls).
+    pub authorizations: std::sync::Mutex<Vec<String>>,
 }
 
 pub struct FakeRie {
@@ -72,6 +74,10 @@ async fn answer(request: Request<Incoming>, counters: &Counters) -> Response<Ful
         .and_then(|rest| rest.strip_suffix("/invocations"))
         .unwrap_or("")
         .to_owned();
+    if let Some(authorization) = request.headers().get("authorization") {
+        let value = authorization.to_str().unwrap_or_default().to_owned();
+        counters.authorizations.lock().unwrap().push(value);
+    }
     let event = request
         .into_body()
         .collect()
@@ -93,6 +99,15 @@ async fn answer(request: Request<Incoming>, counters: &Counters) -> Response<Ful
         "empty" => (200, Bytes::new()),
         "garbage" => (200, "<html>not json</html>".into()),
         "statusless-error" => (500, "internal".into()),
+        // Lambda API errors, as the Invoke API sends them.
+        "throttled" => (
+            429,
+            r#"{"__type":"TooManyRequestsException","message":"Rate exceeded","Reason":"ReservedFunctionConcurrentInvocationLimitExceeded"}"#.into(),
+        ),
+        "denied" => (
+            403,
+            r#"{"__type":"AccessDeniedException","message":"not authorized to perform: lambda:InvokeFunction"}"#.into(),
+        ),
         "huge" => {
             let mut body = b"{\"statusCode\":200,\"body\":\"".to_vec();
             body.resize(7 * 1024 * 1024, b'x');

@@ -152,10 +152,14 @@ pub struct Lrp {
 impl Lrp {
     /// Starts lrp on `rules` (YAML without host and port, which the test picks).
     pub fn start(rules: &str) -> Lrp {
-        Self::start_with(rules, &[])
+        Self::start_with(rules, [("RUST_LOG", "info")])
     }
 
-    pub fn start_with(rules: &str, env: &[(&str, &str)]) -> Lrp {
+    pub fn start_with<K, V>(rules: &str, env: impl IntoIterator<Item = (K, V)>) -> Lrp
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let mut config = tempfile::NamedTempFile::new().expect("a temp file");
         std::io::Write::write_all(
             &mut config,
@@ -168,12 +172,20 @@ impl Lrp {
 
     /// Starts lrp on a configuration file of the test's own (which must pick port 0).
     pub fn start_file(path: &Path) -> Lrp {
-        Self::spawn(path, &[], None)
+        Self::spawn(path, [("RUST_LOG", "info")], None)
     }
 
-    fn spawn(path: &Path, env: &[(&str, &str)], config: Option<tempfile::NamedTempFile>) -> Lrp {
+    fn spawn<K, V>(
+        path: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+        config: Option<tempfile::NamedTempFile>,
+    ) -> Lrp
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let mut command = lrp_command();
-        command.arg(path).envs(env.iter().copied());
+        command.arg(path).envs(env);
         let process = Process::spawn(&mut command);
         let line = process
             .output
@@ -206,6 +218,16 @@ impl Lrp {
 
     pub fn logs(&self) -> String {
         self.process.output.text()
+    }
+
+    /// Waits (up to 5 s: lrp's output is read on another thread) for a log line with `needle`.
+    pub fn expect_log(&self, needle: &str) {
+        let found = self.process.output.wait_for(needle, Duration::from_secs(5));
+        assert!(
+            found.is_some(),
+            "no log line with {needle:?} in:\n{}",
+            self.logs()
+        );
     }
 }
 
@@ -275,6 +297,68 @@ impl Emulator {
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "test");
         Process::spawn(&mut command)
     }
+}
+
+/// moto's server (PyPI `moto[server]`), a local Lambda API for the AWS SDK to call.
+pub struct Moto {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Moto {
+    /// In moto's default mode an invoke of an unknown function is `ResourceNotFoundException`
+    /// (nothing runs, so no Docker is needed for that answer).
+    pub fn start() -> Moto {
+        let port = free_port();
+        let mut command = Command::new(tool("moto_server"));
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let process = Process::spawn(&mut command);
+        wait_for_port(port, "moto_server");
+        Moto { process, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// moto's Docker-free Lambda: every function exists and answers with queued results.
+    pub async fn use_simple_lambda(&self) {
+        self.post(
+            "/moto-api/config",
+            r#"{"lambda":{"use_docker":false}}"#.into(),
+        )
+        .await;
+    }
+
+    /// Queues results for the next invocations (each a JSON document, as the function's text).
+    pub async fn queue_results(&self, results: &[String]) {
+        let body = serde_json::json!({"results": results, "region": "us-east-1"});
+        self.post("/moto-api/static/lambda-simple/response", body.to_string())
+            .await;
+    }
+
+    async fn post(&self, path: &str, body: String) {
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("{}{path}", self.endpoint()));
+        let reply = send(request, body).await;
+        assert!((200..300).contains(&reply.status), "{}", reply.text());
+    }
+
+    /// The environment that points lrp's AWS SDK at this server with test credentials.
+    pub fn lrp_env(&self) -> Vec<(&'static str, String)> {
+        aws_env(&self.endpoint())
+    }
+}
+
+/// Environment for lrp's AWS SDK: a local endpoint, fixed keys, no instance metadata.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_LAMBDA", endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "AKIDLRPTEST".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "lrp-test-secret".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ]
 }
 
 /// A response, fully read.

@@ -14,11 +14,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::MAX_RESULT_BYTES;
+use crate::target::ErrorObject;
 
 const PREFIX: &str = "/2018-06-01/runtime";
 
@@ -291,24 +291,10 @@ fn error_type_header(request: &Request<Incoming>) -> Option<String> {
         .map(str::to_owned)
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(rename = "errorType")]
-    error_type: Option<String>,
-    #[serde(rename = "errorMessage")]
-    error_message: Option<String>,
-}
-
 /// The error's type and message, from its JSON body, else the header, else `Runtime.Unknown`.
 fn describe_error(header_type: Option<String>, body: &[u8]) -> (String, String) {
-    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-    let (body_type, message) = parsed.map_or((None, None), |b| (b.error_type, b.error_message));
-    let error_type = body_type
-        .or(header_type)
-        .unwrap_or_else(|| "Runtime.Unknown".to_owned());
-    let message = message
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
-    (error_type, message)
+    let fallback = header_type.as_deref().unwrap_or("Runtime.Unknown");
+    ErrorObject::parse(body).describe(fallback, body)
 }
 
 fn accepted() -> Response<Full<Bytes>> {
