@@ -330,9 +330,12 @@ fn inferred_response(payload: Bytes) -> Response<Bytes> {
 /// `statusCode` as an integer or a numeric string, 100–599.
 fn parse_status(raw: &RawValue) -> Result<StatusCode, EventError> {
     let text = raw.get();
-    let number = match serde_json::from_str::<Cow<str>>(text) {
-        Ok(quoted) => quoted.trim().parse::<u16>().ok(),
-        Err(_) => text.parse::<u16>().ok(),
+    let number = if text.starts_with('"') {
+        serde_json::from_str::<Cow<str>>(text)
+            .ok()
+            .and_then(|quoted| quoted.trim().parse::<u16>().ok())
+    } else {
+        text.parse::<u16>().ok()
     };
     number
         .filter(|n| (100..=599).contains(n))

@@ -6,7 +6,10 @@ pub mod rie;
 mod slots;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,6 +56,62 @@ impl TargetError {
             TargetError::InvokeRefused { kind, .. } => kind,
             TargetError::Unreachable(_) => "unreachable",
             TargetError::Transport(_) => "transport",
+        }
+    }
+}
+
+/// Lambda's longest function timeout: how long an abandoned invocation may still run.
+const ABANDONED_INVOCATION_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// Runs an invocation in place, and if it is dropped unfinished (the client went away, or its
+/// deadline passed) lets it finish on a task of its own, at most [`ABANDONED_INVOCATION_LIMIT`].
+/// The invocation holds its concurrency slot, so the slot stays taken until the function is
+/// really done: an RIE would refuse a second invoke meanwhile (the real one crashes), and a
+/// command instance must not be lost half-way. Unlike spawning every invocation, the common
+/// path costs no task and no cross-thread wake-up.
+struct FinishOnDrop<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    future: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn new(future: F) -> Self {
+        FinishOnDrop {
+            future: Some(Box::pin(future)),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let (Some(future), Ok(runtime)) =
+            (self.future.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(tokio::time::timeout(ABANDONED_INVOCATION_LIMIT, future));
         }
     }
 }

@@ -13,17 +13,13 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use super::slots::Slots;
-use super::{ErrorObject, TargetError, excerpt};
+use super::{ErrorObject, FinishOnDrop, TargetError, excerpt};
 use crate::event::MAX_RESULT_BYTES;
 
 /// One pooled keep-alive client, shared by every local target.
 pub type RieClient = Client<HttpConnector, Full<Bytes>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Lambda's longest function timeout. An invocation the client gave up on keeps its endpoint
-/// slot until the endpoint answers, at most this long: a second invoke while the first still
-/// runs would be refused, or would crash the real RIE (peers.md §6).
-const ABANDONED_INVOCATION_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 pub fn client() -> RieClient {
     let mut connector = HttpConnector::new();
@@ -59,39 +55,32 @@ impl RieTarget {
             .body(Full::new(event))
             .map_err(|e| TargetError::Transport(e.to_string()))?;
         let client = self.client.clone();
-        // The call runs on its own task holding the slot, so that a timed-out or abandoned
-        // request keeps the endpoint marked busy until the endpoint has really finished.
-        let call = tokio::spawn(tokio::time::timeout(
-            ABANDONED_INVOCATION_LIMIT,
-            async move {
-                let _slot = slot;
-                let response = client.request(request).await.map_err(|e| {
-                    if e.is_connect() {
-                        TargetError::Unreachable(error_chain(&e))
+        let call = FinishOnDrop::new(async move {
+            let _slot = slot;
+            let response = client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    TargetError::Unreachable(error_chain(&e))
+                } else {
+                    TargetError::Transport(error_chain(&e))
+                }
+            })?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_RESULT_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<LengthLimitError>().is_some() {
+                        TargetError::ResultTooLarge
                     } else {
-                        TargetError::Transport(error_chain(&e))
+                        TargetError::Transport(e.to_string())
                     }
-                })?;
-                let status = response.status();
-                let body = Limited::new(response.into_body(), MAX_RESULT_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        if e.downcast_ref::<LengthLimitError>().is_some() {
-                            TargetError::ResultTooLarge
-                        } else {
-                            TargetError::Transport(e.to_string())
-                        }
-                    })?
-                    .to_bytes();
-                classify(status, body)
-            },
-        ));
-        match tokio::time::timeout_at(deadline, call).await {
-            Err(_) | Ok(Ok(Err(_))) => Err(TargetError::Timeout),
-            Ok(Err(join_error)) => Err(TargetError::Transport(join_error.to_string())),
-            Ok(Ok(Ok(result))) => result,
-        }
+                })?
+                .to_bytes();
+            classify(status, body)
+        });
+        tokio::time::timeout_at(deadline, call)
+            .await
+            .map_err(|_| TargetError::Timeout)?
     }
 }
 

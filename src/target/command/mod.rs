@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use self::instance::{FunctionSpec, Instance};
 use self::runtime_api::{Death, Outcome};
-use super::TargetError;
 use super::slots::Slots;
+use super::{FinishOnDrop, TargetError};
 use crate::config::CommandConfig;
 
 /// How long a stopping runtime gets between SIGTERM and SIGKILL.
@@ -78,14 +78,13 @@ impl CommandTarget {
         let slot = self.pool.slots.acquire(deadline).await?;
         let pool = self.pool.clone();
         let trace_id = trace_id.to_owned();
-        // The invocation runs on its own task, so that a client that goes away cannot leave an
-        // instance half-way through an invocation: it finishes, or is killed at the deadline.
-        tokio::spawn(async move {
+        // A client that goes away cannot leave an instance half-way through an invocation: it
+        // finishes, or is killed at the deadline.
+        FinishOnDrop::new(async move {
             let _slot = slot;
             pool.run(event, deadline, &trace_id).await
         })
         .await
-        .map_err(|e| TargetError::Transport(e.to_string()))?
     }
 
     /// Stops every idle instance: SIGTERM, then SIGKILL after a grace period.
