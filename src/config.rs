@@ -38,6 +38,9 @@ pub struct Config {
     pub port: u16,
     /// `""` or a path prefix such as `/__lrp` (always with one leading slash, no trailing one).
     pub internal_route_prefix: String,
+    /// After a shutdown signal, how long lrp keeps serving (with `/healthz` answering 503)
+    /// before it stops accepting connections.
+    pub shutdown_delay: Duration,
     pub rules: Vec<Rule>,
 }
 
@@ -116,6 +119,7 @@ impl Config {
             host: DEFAULT_HOST.to_owned(),
             port: DEFAULT_PORT,
             internal_route_prefix: String::new(),
+            shutdown_delay: Duration::ZERO,
             rules: Vec::new(),
         }
     }
@@ -176,6 +180,11 @@ impl fmt::Display for Config {
             &self.internal_route_prefix
         };
         writeln!(f, "internal_route_prefix: {prefix}")?;
+        writeln!(
+            f,
+            "shutdown_delay: {}",
+            humantime::format_duration(self.shutdown_delay)
+        )?;
         writeln!(
             f,
             "region: {}",
@@ -241,6 +250,8 @@ struct FileConfig {
     internal_route_prefix: Option<String>,
     #[serde(default)]
     timeout: Option<Timeout>,
+    #[serde(default)]
+    shutdown_delay: Option<Delay>,
     #[serde(default)]
     local: Vec<LocalRule>,
     #[serde(default)]
@@ -496,6 +507,7 @@ impl FileConfig {
                 .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
             port,
             internal_route_prefix: normalize_prefix(self.internal_route_prefix.as_deref()),
+            shutdown_delay: self.shutdown_delay.map_or(Duration::ZERO, |d| d.0),
             rules,
         })
     }
@@ -716,6 +728,23 @@ impl<'de> Deserialize<'de> for Timeout {
             }
         }
         deserializer.deserialize_any(TimeoutVisitor)
+    }
+}
+
+/// A duration that may be zero, written like a [`Timeout`].
+struct Delay(Duration);
+
+impl<'de> Deserialize<'de> for Delay {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::Number(n) if n.as_f64() == Some(0.0) => Ok(Delay(Duration::ZERO)),
+            serde_yaml::Value::String(s) if s.trim() == "0" || s.trim() == "0s" => {
+                Ok(Delay(Duration::ZERO))
+            }
+            other => Timeout::deserialize(other)
+                .map(|t| Delay(t.0))
+                .map_err(de::Error::custom),
+        }
     }
 }
 

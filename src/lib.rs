@@ -4,7 +4,9 @@
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod healthcheck;
 pub mod ids;
+pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod target;

@@ -1,13 +1,14 @@
-//! The `lrp` command line: `lrp [CONFIG]` serves, `lrp check [CONFIG]` validates.
+//! The `lrp` command line: `lrp [CONFIG]` serves, `lrp check [CONFIG]` validates,
+//! `lrp healthcheck [CONFIG]` asks a running lrp whether it is healthy.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lrp::config::Config;
-use lrp::server::{self, Proxy};
+use lrp::server::Server;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -31,6 +32,15 @@ enum Command {
         #[arg(env = "LRP_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Exit 0 if the lrp this configuration describes answers 200 on {prefix}/healthz, else 1
+    /// (for container health checks: reads the same configuration as the server).
+    Healthcheck {
+        #[arg(env = "LRP_CONFIG")]
+        config: Option<PathBuf>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s")]
+        timeout: humantime::Duration,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -44,6 +54,7 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let outcome = match cli.command {
         Some(Command::Check { config }) => check(config.as_deref()),
+        Some(Command::Healthcheck { config, timeout }) => healthcheck(config.as_deref(), *timeout),
         None => run(cli.config.as_deref()),
     };
     match outcome {
@@ -82,21 +93,74 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::main(flavor = "current_thread")]
+async fn healthcheck(path: Option<&Path>, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let config = load(path)?;
+    lrp::healthcheck::check(&config, timeout)
+        .await
+        .map_err(|e| anyhow::anyhow!("unhealthy: {e}"))
+}
+
 #[tokio::main]
 async fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load(path)?;
     if path.is_none() {
         tracing::warn!("no configuration file given: serving internal routes only");
     }
+    // Registered before serving: SIGHUP's default action would end the process.
+    let hangups = signal(SignalKind::hangup())?;
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, rules = config.rules.len(), "listening on {address}");
-    let proxy = Proxy::new(&config).await;
-    server::serve(proxy, listener, shutdown_signal()?).await?;
+    let server = Server::new(&config).await;
+    tokio::spawn(reload_on_hangup(
+        hangups,
+        server.clone(),
+        path.map(Path::to_path_buf),
+        config,
+    ));
+    server.serve(listener, shutdown_signal()?).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the file and swaps in its rules if it is valid; an invalid file is logged
+/// and the running rules stay. The listen address cannot change without a restart.
+async fn reload_on_hangup(
+    mut hangups: Signal,
+    server: Server,
+    path: Option<PathBuf>,
+    mut current: Config,
+) {
+    while hangups.recv().await.is_some() {
+        let Some(path) = &path else {
+            tracing::warn!("SIGHUP: there is no configuration file to reload");
+            continue;
+        };
+        match Config::from_file(path) {
+            Err(e) => tracing::error!("SIGHUP: {e}; keeping the running rules"),
+            Ok(config) => {
+                if (&config.host, config.port) != (&current.host, current.port) {
+                    tracing::warn!(
+                        "SIGHUP: the listen address {}:{} takes a restart; still listening on {}:{}",
+                        config.host,
+                        config.port,
+                        current.host,
+                        current.port
+                    );
+                }
+                server.reload(&config).await;
+                tracing::info!(
+                    rules = config.rules.len(),
+                    "SIGHUP: reloaded {}",
+                    path.display()
+                );
+                current = config;
+            }
+        }
+    }
 }
 
 /// SIGTERM or SIGINT. In a container lrp is PID 1, which has no default action for SIGTERM.

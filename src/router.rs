@@ -163,9 +163,11 @@ impl<T> RouteTable<T> {
 pub enum InternalRoute {
     Ping,
     Healthz,
+    Metrics,
 }
 
-/// `GET|HEAD {prefix}/ping` and `{prefix}/healthz`; with a prefix, bare `/ping` is a function's.
+/// `GET|HEAD {prefix}/ping`, `/healthz` and `/metrics`; with a prefix, bare `/ping` is a
+/// function's.
 pub fn internal_route(prefix: &str, method: &Method, path: &str) -> Option<InternalRoute> {
     if method != Method::GET && method != Method::HEAD {
         return None;
@@ -173,6 +175,7 @@ pub fn internal_route(prefix: &str, method: &Method, path: &str) -> Option<Inter
     match path.strip_prefix(prefix)? {
         "/ping" => Some(InternalRoute::Ping),
         "/healthz" => Some(InternalRoute::Healthz),
+        "/metrics" => Some(InternalRoute::Metrics),
         _ => None,
     }
 }

@@ -5,8 +5,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -23,6 +25,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::event::{self, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
+use crate::metrics::{Metrics, RuleMetrics};
 use crate::router::{Host, InternalRoute, RouteTable, internal_route};
 use crate::target::{Target, TargetFactory};
 
@@ -32,105 +35,164 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The header HTTP API uses to give every response its request id.
 const REQUEST_ID_HEADER: &str = "apigw-requestid";
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// One rule, ready to serve.
 pub struct Route {
-    /// The hostname as configured, for logs.
+    /// The hostname as configured, for logs and metrics.
     pub name: String,
     pub target: Target,
     pub timeout: Duration,
+    metrics: RuleMetrics,
 }
 
-/// What every request needs, built once from the configuration.
+/// The rule table and the settings that come with it: what a reload replaces.
 pub struct Proxy {
     table: RouteTable<Route>,
     internal_route_prefix: String,
+    shutdown_delay: Duration,
 }
 
 impl Proxy {
-    /// Builds every target; call it inside the Tokio runtime (command targets start tasks).
-    pub async fn new(config: &Config) -> Self {
+    async fn new(config: &Config, metrics: &Metrics) -> Self {
         let mut targets = TargetFactory::new(config.region.as_deref());
         let mut routes = Vec::with_capacity(config.rules.len());
         for rule in &config.rules {
+            let name = rule.hostname.to_string();
             let route = Route {
-                name: rule.hostname.to_string(),
+                metrics: metrics.rule(&name),
+                name,
                 target: targets.build(&rule.target, rule.timeout).await,
                 timeout: rule.timeout,
             };
             routes.push((rule.hostname.clone(), route));
         }
-        let table = RouteTable::new(routes);
         Proxy {
-            table,
+            table: RouteTable::new(routes),
             internal_route_prefix: config.internal_route_prefix.clone(),
+            shutdown_delay: config.shutdown_delay,
+        }
+    }
+
+    /// Stops what the targets run themselves.
+    async fn shutdown(&self) {
+        for route in self.table.routes() {
+            route.target.shutdown().await;
         }
     }
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for up to 30 s.
-pub async fn serve(
-    proxy: Proxy,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let local_port = listener.local_addr()?.port();
-    let proxy = Arc::new(proxy);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper ignores header_read_timeout without a timer (and panics if set without one).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Running out of file descriptors must not end the server: wait and go on.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(error = %e, "cannot set TCP_NODELAY");
+/// A running lrp: the current rule table, its metrics, and whether it is shutting down.
+/// Clones share the same server, so one can serve while another reloads.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<State>,
+}
+
+struct State {
+    proxy: ArcSwap<Proxy>,
+    metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl Server {
+    /// Builds every target; call it inside the Tokio runtime (command targets start tasks).
+    pub async fn new(config: &Config) -> Self {
+        let metrics = Metrics::new();
+        let proxy = Proxy::new(config, &metrics).await;
+        Server {
+            state: Arc::new(State {
+                proxy: ArcSwap::from_pointee(proxy),
+                metrics,
+                draining: AtomicBool::new(false),
+            }),
         }
-        let proxy = proxy.clone();
-        let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(handle(&proxy, peer, local_port, request).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+    }
+
+    /// Swaps in the rules of an already validated `config`. Requests in flight finish on the
+    /// table they started with; that table's functions stop once the last of them is done.
+    pub async fn reload(&self, config: &Config) {
+        let proxy = Proxy::new(config, &self.state.metrics).await;
+        let old = self.state.proxy.swap(Arc::new(proxy));
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, %peer, "connection ended with an error");
+            let retired = Instant::now();
+            while Arc::strong_count(&old) > 1 && retired.elapsed() < DRAIN_TIMEOUT {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            old.shutdown().await;
         });
     }
-    drop(listener);
-    info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        error!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+
+    /// Serves until `shutdown` resolves. From then on `/healthz` answers 503; lrp keeps
+    /// accepting for the configured `shutdown_delay` (so load balancers see it), then stops
+    /// accepting, drains in-flight requests for up to 30 s, and stops the functions it runs.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let local_port = listener.local_addr()?.port();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper ignores header_read_timeout without a timer (and panics if set without one).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let stop_accepting = async {
+            shutdown.await;
+            self.state.draining.store(true, Ordering::Release);
+            let delay = self.state.proxy.load().shutdown_delay;
+            info!("shutting down: /healthz now answers 503; accepting for {delay:?} more");
+            tokio::time::sleep(delay).await;
+        };
+        tokio::pin!(stop_accepting);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Running out of file descriptors must not end the server: wait, go on.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop_accepting => break,
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let state = self.state.clone();
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, peer, local_port, request).await) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    debug!(error = %e, %peer, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        info!("draining in-flight requests");
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            error!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
+        self.state.proxy.load().shutdown().await;
+        Ok(())
     }
-    for route in proxy.table.routes() {
-        route.target.shutdown().await;
-    }
-    Ok(())
 }
 
-/// One request from arrival to response, with its log line.
+/// One request from arrival to response, with its log line and metrics.
 async fn handle(
-    proxy: &Proxy,
+    state: &State,
     peer: SocketAddr,
     local_port: u16,
     request: Request<Incoming>,
@@ -138,14 +200,17 @@ async fn handle(
     let started = Instant::now();
     let request_id = ids::api_request_id();
     let (parts, body) = request.into_parts();
+    // This request keeps the table it started with, whatever a reload does meanwhile.
+    let proxy = state.proxy.load_full();
 
     if let Some(route) = internal_route(
         &proxy.internal_route_prefix,
         &parts.method,
         parts.uri.path(),
     ) {
-        let response = internal_response(route);
-        debug!(method = %parts.method, path = parts.uri.path(), status = 200, "internal route");
+        let response = internal_response(route, state, &proxy);
+        debug!(method = %parts.method, path = parts.uri.path(),
+            status = response.status().as_u16(), "internal route");
         return finish(response, &request_id);
     }
 
@@ -162,14 +227,20 @@ async fn handle(
                 local_port,
                 request_id: &request_id,
             };
+            let _running = route.metrics.in_flight();
             invoke(route, &context, body).await
         }
     };
 
     let status = outcome.as_ref().map_or_else(|e| e.status(), |r| r.status());
+    let took = started.elapsed();
+    match route {
+        Some(route) => route.metrics.finished(status, took),
+        None => state.metrics.unrouted(status),
+    }
     let host_text = host.as_ref().map_or("-", Host::as_str);
     let rule = route.map_or("-", |r| r.name.as_str());
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let duration_ms = took.as_secs_f64() * 1000.0;
     macro_rules! log_request {
         ($level:expr, $($error:tt)*) => {
             tracing::event!($level, method = %parts.method, host = host_text, path = parts.uri.path(),
@@ -183,6 +254,7 @@ async fn handle(
         }
         Err(error) => {
             let (kind, cause) = (error.kind(), &error);
+            state.metrics.error(kind);
             if status.is_server_error() {
                 log_request!(Level::WARN, error = kind, cause = %cause,);
             } else {
@@ -297,17 +369,31 @@ fn discard_rest(parts: &http::request::Parts, mut body: Incoming) {
     }));
 }
 
-fn internal_response(route: InternalRoute) -> Response<Bytes> {
-    let body = match route {
-        InternalRoute::Ping => "pong",
-        InternalRoute::Healthz => "ok",
+fn internal_response(route: InternalRoute, state: &State, proxy: &Proxy) -> Response<Bytes> {
+    if route == InternalRoute::Metrics {
+        for route in proxy.table.routes() {
+            route.metrics.set_queued(route.target.waiting());
+        }
+    }
+    let (status, content_type, body) = match route {
+        InternalRoute::Ping => (StatusCode::OK, TEXT, Bytes::from_static(b"pong")),
+        InternalRoute::Healthz if state.draining.load(Ordering::Acquire) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            Bytes::from_static(b"shutting down"),
+        ),
+        InternalRoute::Healthz => (StatusCode::OK, TEXT, Bytes::from_static(b"ok")),
+        InternalRoute::Metrics => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Bytes::from(state.metrics.encode()),
+        ),
     };
-    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    *response.status_mut() = StatusCode::OK;
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -179,6 +179,15 @@ impl Target {
         }
     }
 
+    /// Invocations waiting for a free slot.
+    pub fn waiting(&self) -> usize {
+        match self {
+            Target::Rie(target) => target.waiting(),
+            Target::Command(target) => target.waiting(),
+            Target::Aws(_) => 0,
+        }
+    }
+
     /// Stops what the target runs itself; in-flight invocations have drained by then.
     pub async fn shutdown(&self) {
         if let Target::Command(target) = self {

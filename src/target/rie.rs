@@ -46,6 +46,10 @@ impl RieTarget {
         }
     }
 
+    pub fn waiting(&self) -> usize {
+        self.slots.waiting()
+    }
+
     pub async fn invoke(&self, event: Bytes, timeout: Duration) -> Result<Bytes, TargetError> {
         let deadline = Instant::now() + timeout;
         // Waiting for a free slot counts against the timeout, as queueing in Lambda would.

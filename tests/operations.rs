@@ -1,0 +1,228 @@
+//! Running lrp in production: the health check command, Prometheus metrics, reloading the
+//! configuration on SIGHUP, and /healthz during shutdown.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fake_rie::FakeRie;
+use common::{Lrp, free_port, lrp_command, send};
+
+fn write(path: &Path, text: &str) {
+    let mut file = std::fs::File::create(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+fn healthcheck(args: &[&str], env: &[(&str, &Path)]) -> (bool, String) {
+    let output = lrp_command()
+        .arg("healthcheck")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn healthcheck_follows_the_configured_port_and_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lrp.yaml");
+    let port = free_port();
+    write(
+        &config,
+        &format!("host: 127.0.0.1\nport: {port}\ninternal_route_prefix: __lrp__\n"),
+    );
+    let lrp = Lrp::start_file(&config);
+    assert_eq!(lrp.addr.port(), port);
+
+    let path = config.to_str().unwrap();
+    assert!(healthcheck(&[path], &[]).0);
+    assert!(
+        healthcheck(&[], &[("LRP_CONFIG", &config)]).0,
+        "the server's own source"
+    );
+
+    // The same port without the prefix is a function's route (here: no rule, 404).
+    let wrong = dir.path().join("wrong.yaml");
+    write(&wrong, &format!("host: 127.0.0.1\nport: {port}\n"));
+    let (healthy, why) = healthcheck(&[wrong.to_str().unwrap()], &[]);
+    assert!(!healthy);
+    assert!(why.contains("404"), "{why}");
+
+    drop(lrp);
+    let started = Instant::now();
+    let (healthy, why) = healthcheck(&[path, "--timeout", "1s"], &[]);
+    assert!(!healthy, "nothing listens any more");
+    assert!(why.contains("unhealthy"), "{why}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_latency_errors_and_queues() {
+    let fake = FakeRie::start().await;
+    let lrp = Lrp::start(&format!(
+        "internal_route_prefix: ops\nlocal:\n{}",
+        fake.rule("echo.test", "echo", "")
+    ));
+    let metrics = || async { send(lrp.request("GET", "any", "/ops/metrics"), "").await };
+    let before = metrics().await;
+    assert_eq!(before.status, 200);
+    assert!(
+        before
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(
+        before.text().contains("process_start_time_seconds"),
+        "{}",
+        before.text()
+    );
+
+    for _ in 0..2 {
+        assert_eq!(
+            send(lrp.request("GET", "echo.test", "/"), "").await.status,
+            200
+        );
+    }
+    assert_eq!(
+        send(lrp.request("GET", "nobody.test", "/"), "")
+            .await
+            .status,
+        404
+    );
+
+    let text = metrics().await.text();
+    for line in [
+        r#"lrp_requests_total{rule="echo.test",status="2xx"} 2"#,
+        r#"lrp_requests_total{rule="-",status="4xx"} 1"#,
+        r#"lrp_errors_total{kind="no-rule"} 1"#,
+        r#"lrp_invocation_duration_seconds_count{rule="echo.test"} 2"#,
+        r#"lrp_in_flight_invocations{rule="echo.test"} 0"#,
+        r#"lrp_queued_invocations{rule="echo.test"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn sighup_applies_a_good_file_rejects_a_bad_one_and_spares_requests_in_flight() {
+    let fake = FakeRie::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lrp.yaml");
+    let top = "host: 127.0.0.1\nport: 0\nlocal:\n";
+    write(
+        &config,
+        &format!("{top}{}", fake.rule("a.test", "echo", "")),
+    );
+    let lrp = Lrp::start_file(&config);
+    assert_eq!(
+        send(lrp.request("GET", "a.test", "/"), "").await.status,
+        200
+    );
+
+    // A good file: the new rule serves, the removed one is gone.
+    write(
+        &config,
+        &format!("{top}{}", fake.rule("b.test", "slow", "")),
+    );
+    lrp.process.signal("HUP");
+    lrp.expect_log("SIGHUP: reloaded");
+    assert_eq!(
+        send(lrp.request("GET", "b.test", "/"), "").await.status,
+        200
+    );
+    assert_eq!(
+        send(lrp.request("GET", "a.test", "/"), "").await.status,
+        404
+    );
+
+    // A bad file: rejected with a log line, and the running rules stay.
+    write(&config, &format!("{top}  - hostname: broken\n"));
+    lrp.process.signal("HUP");
+    lrp.expect_log("keeping the running rules");
+    assert!(lrp.logs().contains("give an endpoint"), "{}", lrp.logs());
+    assert_eq!(
+        send(lrp.request("GET", "b.test", "/"), "").await.status,
+        200
+    );
+
+    // A request in flight finishes on the table it started with.
+    let in_flight = tokio::spawn(send(lrp.request("GET", "b.test", "/"), ""));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write(
+        &config,
+        &format!("{top}{}", fake.rule("c.test", "echo", "")),
+    );
+    lrp.process.signal("HUP");
+    let reply = in_flight.await.unwrap();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "slow"));
+    assert_eq!(
+        send(lrp.request("GET", "c.test", "/"), "").await.status,
+        200
+    );
+    assert_eq!(
+        send(lrp.request("GET", "b.test", "/"), "").await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_listen_address_change_is_reported_as_needing_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lrp.yaml");
+    write(&config, "host: 127.0.0.1\nport: 0\n");
+    let lrp = Lrp::start_file(&config);
+    write(
+        &config,
+        &format!("host: 127.0.0.1\nport: {}\n", free_port()),
+    );
+    lrp.process.signal("HUP");
+    lrp.expect_log("takes a restart");
+    assert_eq!(send(lrp.request("GET", "x", "/ping"), "").await.status, 200);
+}
+
+#[tokio::test]
+async fn during_shutdown_healthz_answers_503_while_requests_are_still_served() {
+    let fake = FakeRie::start().await;
+    let mut lrp = Lrp::start(&format!(
+        "shutdown_delay: 1s\nlocal:\n{}",
+        fake.rule("echo.test", "echo", "")
+    ));
+    assert_eq!(
+        send(lrp.request("GET", "x", "/healthz"), "").await.status,
+        200
+    );
+    let signalled = Instant::now();
+    lrp.process.signal("TERM");
+    lrp.expect_log("/healthz now answers 503");
+    let reply = send(lrp.request("GET", "x", "/healthz"), "").await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (503, "shutting down")
+    );
+    assert_eq!(
+        send(lrp.request("GET", "x", "/ping"), "").await.status,
+        200,
+        "still alive"
+    );
+    assert_eq!(
+        send(lrp.request("GET", "echo.test", "/"), "").await.status,
+        200,
+        "still serving"
+    );
+    let status = lrp
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .expect("lrp exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(900),
+        "it waited the shutdown_delay"
+    );
+}
