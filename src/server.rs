@@ -54,15 +54,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    async fn new(config: &Config, metrics: &Metrics) -> Self {
-        let mut targets = TargetFactory::new(config.region.as_deref());
+    async fn new(config: &Config, metrics: &Metrics, targets: &mut TargetFactory) -> Self {
         let mut routes = Vec::with_capacity(config.rules.len());
         for rule in &config.rules {
             let name = rule.hostname.to_string();
             let route = Route {
                 metrics: metrics.rule(&name),
                 name,
-                target: targets.build(&rule.target, rule.timeout).await,
+                target: targets
+                    .build(&rule.target, rule.timeout, config.region.as_deref())
+                    .await,
                 timeout: rule.timeout,
             };
             routes.push((rule.hostname.clone(), route));
@@ -93,18 +94,22 @@ struct State {
     proxy: ArcSwap<Proxy>,
     metrics: Metrics,
     draining: AtomicBool,
+    /// Kept across reloads (see [`TargetFactory`]); locked only while a table is built.
+    targets: tokio::sync::Mutex<TargetFactory>,
 }
 
 impl Server {
     /// Builds every target; call it inside the Tokio runtime (command targets start tasks).
     pub async fn new(config: &Config) -> Self {
         let metrics = Metrics::new();
-        let proxy = Proxy::new(config, &metrics).await;
+        let mut targets = TargetFactory::new();
+        let proxy = Proxy::new(config, &metrics, &mut targets).await;
         Server {
             state: Arc::new(State {
                 proxy: ArcSwap::from_pointee(proxy),
                 metrics,
                 draining: AtomicBool::new(false),
+                targets: tokio::sync::Mutex::new(targets),
             }),
         }
     }
@@ -112,7 +117,10 @@ impl Server {
     /// Swaps in the rules of an already validated `config`. Requests in flight finish on the
     /// table they started with; that table's functions stop once the last of them is done.
     pub async fn reload(&self, config: &Config) {
-        let proxy = Proxy::new(config, &self.state.metrics).await;
+        let proxy = {
+            let mut targets = self.state.targets.lock().await;
+            Proxy::new(config, &self.state.metrics, &mut targets).await
+        };
         let old = self.state.proxy.swap(Arc::new(proxy));
         tokio::spawn(async move {
             let retired = Instant::now();

@@ -15,6 +15,12 @@ struct Expected {
     message: &'static str,
 }
 
+const TIMED_OUT: Expected = Expected {
+    status: 503,
+    kind: "timeout",
+    message: "Service Unavailable",
+};
+
 async fn expect_error(lrp: &Lrp, host: &str, expected: Expected) {
     let reply = send(lrp.request("GET", host, "/x"), "").await;
     assert_eq!(
@@ -88,16 +94,7 @@ async fn a_hanging_function_times_out_with_503_and_frees_the_client() {
         fake.rule("hang", "hang", "    timeout: 500ms\n")
     ));
     let started = Instant::now();
-    expect_error(
-        &lrp,
-        "hang",
-        Expected {
-            status: 503,
-            kind: "timeout",
-            message: "Service Unavailable",
-        },
-    )
-    .await;
+    expect_error(&lrp, "hang", TIMED_OUT).await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(450) && waited < Duration::from_secs(3),
@@ -106,16 +103,7 @@ async fn a_hanging_function_times_out_with_503_and_frees_the_client() {
 
     // The endpoint is still busy with the abandoned invocation: the next request waits for the
     // slot instead of sending RIE a concurrent invoke, and times out too.
-    expect_error(
-        &lrp,
-        "hang",
-        Expected {
-            status: 503,
-            kind: "timeout",
-            message: "Service Unavailable",
-        },
-    )
-    .await;
+    expect_error(&lrp, "hang", TIMED_OUT).await;
     assert_eq!(fake.counters.calls.load(Ordering::SeqCst), 1);
 }
 

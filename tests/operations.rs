@@ -226,3 +226,36 @@ async fn during_shutdown_healthz_answers_503_while_requests_are_still_served() {
         "it waited the shutdown_delay"
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_an_endpoints_concurrency_limit_across_tables() {
+    let fake = FakeRie::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lrp.yaml");
+    let top = "host: 127.0.0.1\nport: 0\nlocal:\n";
+    write(
+        &config,
+        &format!("{top}{}", fake.rule("old.test", "slow", "")),
+    );
+    let lrp = Lrp::start_file(&config);
+    let in_flight = tokio::spawn(send(lrp.request("GET", "old.test", "/"), ""));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The same endpoint under a new name: its one slot is still taken by the old table's
+    // invocation, so the new request waits instead of reaching RIE concurrently.
+    write(
+        &config,
+        &format!("{top}{}", fake.rule("new.test", "slow", "")),
+    );
+    lrp.process.signal("HUP");
+    lrp.expect_log("SIGHUP: reloaded");
+    let reply = send(lrp.request("GET", "new.test", "/"), "").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    assert_eq!(
+        fake.counters
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

@@ -197,37 +197,50 @@ impl Target {
 }
 
 /// Builds targets from rules, sharing what rules may share: one HTTP client for every local
-/// endpoint, and one concurrency limit per endpoint however many hostnames point at it.
+/// endpoint, one concurrency limit per endpoint however many hostnames point at it, and one
+/// AWS client per region. It lives as long as the server, so a reload keeps them: an
+/// invocation still running on the old rule table holds the same endpoint slot the new
+/// table uses, and an RIE never sees two invocations at once.
 pub struct TargetFactory {
-    file_region: Option<String>,
     rie_client: rie::RieClient,
     rie_slots: HashMap<String, Arc<Slots>>,
-    /// Loaded with the first `aws:` rule: a file without one does no AWS SDK work at all.
-    aws: Option<aws::AwsClients>,
+    /// Loaded with the first `aws:` rule (a file without one does no AWS SDK work at all),
+    /// for the file `region` it was loaded with.
+    aws: Option<(Option<String>, aws::AwsClients)>,
 }
 
 impl TargetFactory {
-    /// `file_region` is the configuration file's `region`, if it has one.
-    pub fn new(file_region: Option<&str>) -> Self {
+    pub fn new() -> Self {
         TargetFactory {
-            file_region: file_region.map(str::to_owned),
             rie_client: rie::client(),
             rie_slots: HashMap::new(),
             aws: None,
         }
     }
 
-    pub async fn build(&mut self, config: &TargetConfig, timeout: Duration) -> Target {
+    /// The target for one rule. `file_region` is the configuration file's `region`.
+    pub async fn build(
+        &mut self,
+        config: &TargetConfig,
+        timeout: Duration,
+        file_region: Option<&str>,
+    ) -> Target {
         match config {
             TargetConfig::Command(command) => {
-                let region = self.file_region.as_deref().unwrap_or(DEFAULT_REGION);
+                let region = file_region.unwrap_or(DEFAULT_REGION);
                 Target::Command(command::CommandTarget::new(command, region, timeout))
             }
             TargetConfig::Rie(rie) => {
+                let limits = (rie.concurrency, rie.max_queue);
                 let slots = self
                     .rie_slots
                     .entry(rie.invoke_uri.to_string())
-                    .or_insert_with(|| Arc::new(Slots::new(rie.concurrency, rie.max_queue)))
+                    .and_modify(|slots| {
+                        if slots.limits() != limits {
+                            *slots = Arc::new(Slots::new(limits.0, limits.1));
+                        }
+                    })
+                    .or_insert_with(|| Arc::new(Slots::new(limits.0, limits.1)))
                     .clone();
                 Target::Rie(Box::new(rie::RieTarget::new(
                     self.rie_client.clone(),
@@ -236,14 +249,22 @@ impl TargetFactory {
                 )))
             }
             TargetConfig::Aws(config) => {
+                let region = file_region.map(str::to_owned);
                 let clients = match &mut self.aws {
-                    Some(clients) => clients,
-                    None => self
-                        .aws
-                        .insert(aws::AwsClients::load(self.file_region.as_deref()).await),
+                    Some((loaded_for, clients)) if *loaded_for == region => clients,
+                    _ => {
+                        let clients = aws::AwsClients::load(file_region).await;
+                        &mut self.aws.insert((region, clients)).1
+                    }
                 };
                 Target::Aws(clients.target(config))
             }
         }
+    }
+}
+
+impl Default for TargetFactory {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -11,6 +11,7 @@ use super::TargetError;
 pub struct Slots {
     running: Arc<Semaphore>,
     waiting: AtomicUsize,
+    concurrency: usize,
     max_waiting: usize,
 }
 
@@ -19,8 +20,14 @@ impl Slots {
         Slots {
             running: Arc::new(Semaphore::new(concurrency)),
             waiting: AtomicUsize::new(0),
+            concurrency,
             max_waiting,
         }
+    }
+
+    /// `(concurrency, max_waiting)`, as built.
+    pub fn limits(&self) -> (usize, usize) {
+        (self.concurrency, self.max_waiting)
     }
 
     /// A turn to invoke, waiting until `deadline` at the most. A full queue is refused at
