@@ -406,3 +406,16 @@ async fn the_readme_quick_start_answers_from_both_example_functions() {
     assert_eq!(reply.status, 200, "{}", lrp.logs());
     assert_eq!(reply.text(), "Hello from bash! You asked for /any/path\n");
 }
+
+#[tokio::test]
+async fn idle_instances_are_stopped_after_idle_timeout_and_started_again_on_demand() {
+    let lrp = Lrp::start(&format!(
+        "local:\n{}",
+        python_rule("idle.test", "handler", "    idle_timeout: 300ms\n")
+    ));
+    let first = pid_of(&send(lrp.request("GET", "idle.test", "/"), "").await);
+    lrp.expect_log("stopping instances idle for");
+    eventually("the idle instance is stopped", || !process_exists(first));
+    let second = pid_of(&send(lrp.request("GET", "idle.test", "/"), "").await);
+    assert_ne!(first, second);
+}
