@@ -248,11 +248,14 @@ async fn handle(
     }
     let host_text = host.as_ref().map_or("-", Host::as_str);
     let rule = route.map_or("-", |r| r.name.as_str());
-    let duration_ms = took.as_secs_f64() * 1000.0;
+    // Whole microseconds: a short number in either log format.
+    let duration_ms = took.as_micros() as f64 / 1000.0;
     macro_rules! log_request {
         ($level:expr, $($error:tt)*) => {
-            tracing::event!($level, method = %parts.method, host = host_text, path = parts.uri.path(),
-                status = status.as_u16(), rule, duration_ms, request_id, $($error)* "request")
+            // Display, not Debug, for text HTTP already restricts to visible ASCII: cheaper.
+            tracing::event!($level, method = %parts.method, host = %host_text,
+                path = %parts.uri.path(), status = status.as_u16(), rule = %rule, duration_ms,
+                request_id = %request_id, $($error)* "request")
         };
     }
     let response = match outcome {

@@ -1,6 +1,7 @@
 //! API Gateway HTTP API payload format 2.0, both directions (spec §1 and §4.1).
 
 use std::borrow::Cow;
+use std::fmt;
 use std::net::IpAddr;
 
 use base64::Engine;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode, Version};
 use indexmap::IndexMap;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -36,6 +38,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
     "content-length",
 ];
+/// What an event adds around the body, typically: headers, context, field names.
+const EVENT_OVERHEAD: usize = 1024;
 /// Functions pad base64 or not; HTTP API decodes both.
 const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -81,8 +85,11 @@ pub fn to_event(request: &IncomingRequest<'_>) -> Vec<u8> {
         is_base64_encoded: body.is_some_and(|b| b.is_base64()),
         body,
     };
-    // Serializing borrowed strings and maps into a Vec cannot fail.
-    serde_json::to_vec(&event).unwrap_or_default()
+    // Room for the body (a third more as base64) and the ~1 KiB around it, so the event is
+    // written without growing the buffer. Serializing into a Vec cannot fail.
+    let mut buffer = Vec::with_capacity(EVENT_OVERHEAD + request.body.len() * 4 / 3);
+    let _ = serde_json::to_writer(&mut buffer, &event);
+    buffer
 }
 
 #[derive(Serialize)]
@@ -344,37 +351,126 @@ fn parse_status(raw: &RawValue) -> Result<StatusCode, EventError> {
 }
 
 fn copy_headers(raw: &RawValue, headers: &mut HeaderMap) -> Result<(), EventError> {
-    let map: Option<IndexMap<String, serde_json::Value>> = serde_json::from_str(raw.get())
-        .map_err(|e| EventError::Malformed(format!("headers must be an object: {e}")))?;
-    for (name, value) in map.unwrap_or_default() {
-        let text = match value {
-            serde_json::Value::Null => continue,
-            serde_json::Value::String(text) => text,
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            other => {
-                return Err(EventError::Malformed(format!(
-                    "header {name:?} must be a string, not {other}"
-                )));
-            }
-        };
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            tracing::warn!(header = %name, "dropped a response header with an invalid name");
-            continue;
-        };
-        if HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
-        }
-        match HeaderValue::from_str(&text) {
-            Ok(value) => {
-                headers.append(name, value);
-            }
-            Err(_) => {
-                tracing::warn!(header = %name, "dropped a response header with an invalid value")
-            }
-        }
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    ResultHeaders(headers)
+        .deserialize(&mut deserializer)
+        .map_err(|e| EventError::Malformed(format!("headers must be an object of strings: {e}")))
+}
+
+/// A result's `headers`, written straight into the response: no intermediate JSON values.
+/// Strings without escapes are borrowed from the result; numbers and booleans become text,
+/// `null` is skipped, and a name or value HTTP cannot carry is dropped with a warning.
+struct ResultHeaders<'h>(&'h mut HeaderMap);
+
+impl<'de> DeserializeSeed<'de> for ResultHeaders<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
     }
-    Ok(())
+}
+
+impl<'de> Visitor<'de> for ResultHeaders<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of header names and values")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(JsonText(name)) = map.next_key()? {
+            let Some(value) = map.next_value::<JsonHeaderValue>()?.0 else {
+                continue;
+            };
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                tracing::warn!(header = %name, "dropped a response header with an invalid name");
+                continue;
+            };
+            if HOP_BY_HOP.contains(&name.as_str()) {
+                continue;
+            }
+            match HeaderValue::from_str(&value) {
+                Ok(value) => {
+                    self.0.append(name, value);
+                }
+                Err(_) => {
+                    tracing::warn!(header = %name, "dropped a response header with an invalid value")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+struct JsonText<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for JsonText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = JsonText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// A header value as a function may write it: text, a number, a boolean, or `null` (`None`).
+struct JsonHeaderValue<'de>(Option<Cow<'de, str>>);
+
+impl<'de> Deserialize<'de> for JsonHeaderValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = JsonHeaderValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(None))
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
 }
 
 #[cfg(test)]
