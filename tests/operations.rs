@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::fake_rie::FakeRie;
@@ -13,6 +13,31 @@ use common::{Lrp, free_port, lrp_command, send};
 fn write(path: &Path, text: &str) {
     let mut file = std::fs::File::create(path).unwrap();
     file.write_all(text.as_bytes()).unwrap();
+}
+
+/// A configuration file of local rules that a test rewrites before sending SIGHUP.
+struct RulesFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl RulesFile {
+    fn new(rules: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = RulesFile {
+            path: dir.path().join("lrp.yaml"),
+            _dir: dir,
+        };
+        file.rewrite(rules);
+        file
+    }
+
+    fn rewrite(&self, rules: &str) {
+        write(
+            &self.path,
+            &format!("host: 127.0.0.1\nport: 0\nlocal:\n{rules}"),
+        );
+    }
 }
 
 fn healthcheck(args: &[&str], env: &[(&str, &Path)]) -> (bool, String) {
@@ -113,24 +138,15 @@ async fn metrics_count_requests_latency_errors_and_queues() {
 #[tokio::test]
 async fn sighup_applies_a_good_file_rejects_a_bad_one_and_spares_requests_in_flight() {
     let fake = FakeRie::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("lrp.yaml");
-    let top = "host: 127.0.0.1\nport: 0\nlocal:\n";
-    write(
-        &config,
-        &format!("{top}{}", fake.rule("a.test", "echo", "")),
-    );
-    let lrp = Lrp::start_file(&config);
+    let config = RulesFile::new(&fake.rule("a.test", "echo", ""));
+    let lrp = Lrp::start_file(&config.path);
     assert_eq!(
         send(lrp.request("GET", "a.test", "/"), "").await.status,
         200
     );
 
     // A good file: the new rule serves, the removed one is gone.
-    write(
-        &config,
-        &format!("{top}{}", fake.rule("b.test", "slow", "")),
-    );
+    config.rewrite(&fake.rule("b.test", "slow", ""));
     lrp.process.signal("HUP");
     lrp.expect_log("SIGHUP: reloaded");
     assert_eq!(
@@ -143,7 +159,7 @@ async fn sighup_applies_a_good_file_rejects_a_bad_one_and_spares_requests_in_fli
     );
 
     // A bad file: rejected with a log line, and the running rules stay.
-    write(&config, &format!("{top}  - hostname: broken\n"));
+    config.rewrite("  - hostname: broken\n");
     lrp.process.signal("HUP");
     lrp.expect_log("keeping the running rules");
     assert!(lrp.logs().contains("give an endpoint"), "{}", lrp.logs());
@@ -155,10 +171,7 @@ async fn sighup_applies_a_good_file_rejects_a_bad_one_and_spares_requests_in_fli
     // A request in flight finishes on the table it started with.
     let in_flight = tokio::spawn(send(lrp.request("GET", "b.test", "/"), ""));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    write(
-        &config,
-        &format!("{top}{}", fake.rule("c.test", "echo", "")),
-    );
+    config.rewrite(&fake.rule("c.test", "echo", ""));
     lrp.process.signal("HUP");
     let reply = in_flight.await.unwrap();
     assert_eq!((reply.status, reply.text().as_str()), (200, "slow"));
@@ -230,23 +243,14 @@ async fn during_shutdown_healthz_answers_503_while_requests_are_still_served() {
 #[tokio::test]
 async fn a_reload_keeps_an_endpoints_concurrency_limit_across_tables() {
     let fake = FakeRie::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("lrp.yaml");
-    let top = "host: 127.0.0.1\nport: 0\nlocal:\n";
-    write(
-        &config,
-        &format!("{top}{}", fake.rule("old.test", "slow", "")),
-    );
-    let lrp = Lrp::start_file(&config);
+    let config = RulesFile::new(&fake.rule("old.test", "slow", ""));
+    let lrp = Lrp::start_file(&config.path);
     let in_flight = tokio::spawn(send(lrp.request("GET", "old.test", "/"), ""));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // The same endpoint under a new name: its one slot is still taken by the old table's
     // invocation, so the new request waits instead of reaching RIE concurrently.
-    write(
-        &config,
-        &format!("{top}{}", fake.rule("new.test", "slow", "")),
-    );
+    config.rewrite(&fake.rule("new.test", "slow", ""));
     lrp.process.signal("HUP");
     lrp.expect_log("SIGHUP: reloaded");
     let reply = send(lrp.request("GET", "new.test", "/"), "").await;

@@ -32,7 +32,6 @@ struct Pool {
     idle: Mutex<Vec<Instance>>,
     next_instance: AtomicU64,
     init: Mutex<InitBackoff>,
-    idle_timeout: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -60,7 +59,6 @@ impl CommandTarget {
             idle: Mutex::new(Vec::new()),
             next_instance: AtomicU64::new(1),
             init: Mutex::new(InitBackoff::default()),
-            idle_timeout: config.idle_timeout,
         });
         if let Some(idle_timeout) = config.idle_timeout {
             tokio::spawn(reap_idle(Arc::downgrade(&pool), idle_timeout));
@@ -234,7 +232,7 @@ async fn reap_idle(pool: Weak<Pool>, idle_timeout: Duration) {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { break };
         let expired = pool.expired(idle_timeout);
-        if let Some(idle_timeout) = pool.idle_timeout.filter(|_| !expired.is_empty()) {
+        if !expired.is_empty() {
             tracing::info!(function = %pool.spec.name, count = expired.len(),
                 "stopping instances idle for {idle_timeout:?}");
         }
