@@ -308,11 +308,8 @@ async fn invoke(
         trace_id: &trace_id,
         received,
     };
-    let event = event::v2::to_event(&incoming);
+    let event = event::v2::to_event(&incoming).map_err(|_| ProxyError::RequestTooLarge)?;
     drop(body);
-    if event.len() > MAX_EVENT_BYTES {
-        return Err(ProxyError::RequestTooLarge);
-    }
     let result = route
         .target
         .invoke(Bytes::from(event), route.timeout, &trace_id)

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::body::EventBody;
-use super::{EventError, IncomingRequest};
+use super::{EventError, IncomingRequest, MAX_EVENT_BYTES};
 
 const ROUTE_KEY: &str = "$default";
 const STAGE: &str = "$default";
@@ -46,8 +46,9 @@ const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Serializes the request as the payload 2.0 event HTTP API would send.
-pub fn to_event(request: &IncomingRequest<'_>) -> Vec<u8> {
+/// Serializes the request as the payload 2.0 event HTTP API would send, or refuses once the
+/// event would pass [`MAX_EVENT_BYTES`]: it is never buffered beyond Lambda's limit.
+pub fn to_event(request: &IncomingRequest<'_>) -> Result<Vec<u8>, EventTooLarge> {
     let parts = request.parts;
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
@@ -86,10 +87,32 @@ pub fn to_event(request: &IncomingRequest<'_>) -> Vec<u8> {
         body,
     };
     // Room for the body (a third more as base64) and the ~1 KiB around it, so the event is
-    // written without growing the buffer. Serializing into a Vec cannot fail.
-    let mut buffer = Vec::with_capacity(EVENT_OVERHEAD + request.body.len() * 4 / 3);
-    let _ = serde_json::to_writer(&mut buffer, &event);
-    buffer
+    // written without growing the buffer. The only way writing can fail is the limit.
+    let capacity = (EVENT_OVERHEAD + request.body.len() * 4 / 3).min(MAX_EVENT_BYTES);
+    let mut writer = LimitedWriter(Vec::with_capacity(capacity));
+    serde_json::to_writer(&mut writer, &event).map_err(|_| EventTooLarge)?;
+    Ok(writer.0)
+}
+
+/// The event would be larger than Lambda's 6 MB invocation limit.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventTooLarge;
+
+/// A buffer that refuses to grow past [`MAX_EVENT_BYTES`].
+struct LimitedWriter(Vec<u8>);
+
+impl std::io::Write for LimitedWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > MAX_EVENT_BYTES {
+            return Err(std::io::Error::other("the event is over Lambda's limit"));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Serialize)]

@@ -54,7 +54,7 @@ impl RequestBuilder {
             trace_id: TRACE_ID,
             received: UNIX_EPOCH + Duration::from_secs(1_584_039_838),
         };
-        to_event(&incoming)
+        to_event(&incoming).unwrap()
     }
     fn event(self) -> Value {
         serde_json::from_slice(&self.event_bytes()).unwrap()
@@ -363,4 +363,33 @@ fn invalid_header_names_and_values_are_dropped_not_fatal() {
     .unwrap();
     assert_eq!(header_values(&response, "x-ok"), ["y"]);
     assert!(!response.headers().contains_key("x-bad"));
+}
+
+#[test]
+fn an_event_over_the_limit_is_refused_without_being_built_whole() {
+    // 5 MB of binary is 6.7 MB as base64: under the body limit, over the event limit.
+    let (parts, ()) = http::Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("Host", "h")
+        .header("Content-Type", "application/octet-stream")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let host = Host::parse("h").unwrap();
+    let incoming = |body: &'static [u8]| IncomingRequest {
+        parts: &parts,
+        body,
+        host: &host,
+        peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        local_port: 8080,
+        request_id: "id",
+        trace_id: TRACE_ID,
+        received: UNIX_EPOCH,
+    };
+    let big: &'static [u8] = Box::leak(vec![0u8; 5 * 1024 * 1024].into_boxed_slice());
+    assert_eq!(to_event(&incoming(big)), Err(EventTooLarge));
+    let fits: &'static [u8] = Box::leak(vec![0u8; 4 * 1024 * 1024].into_boxed_slice());
+    let event = to_event(&incoming(fits)).unwrap();
+    assert!(event.len() <= crate::event::MAX_EVENT_BYTES);
 }
