@@ -25,7 +25,25 @@ pub const DEFAULT_RIE_FUNCTION_NAME: &str = "function";
 pub const DEFAULT_REGION: &str = "eu-central-1";
 /// Invocations that may wait for a free slot, per function.
 pub const DEFAULT_MAX_QUEUE: usize = 100;
+/// Open client connections; past it lrp stops accepting until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// How long a client connection may stay open with no request in flight (ALB's default).
+pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MEMORY_SIZE: u32 = 128;
+
+// Every number in the file is range-checked, so none can overflow a deadline or a counter.
+/// Lambda's longest function timeout (15 minutes).
+const MAX_TIMEOUT_SECS: u64 = 900;
+/// An instance kept idle at most a day.
+const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
+/// ALB's largest connection idle timeout.
+const MAX_CONNECTION_IDLE_SECS: u64 = 4_000;
+/// Lambda's default account concurrency.
+const MAX_CONCURRENCY: u64 = 1_000;
+const MAX_QUEUE: u64 = 10_000;
+const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Lambda's memory sizes, in MB.
+const MEMORY_SIZES: (u64, u64) = (128, 10_240);
 const DEFAULT_HOST: &str = "0.0.0.0";
 const DEFAULT_PORT: u16 = 8080;
 
@@ -41,6 +59,10 @@ pub struct Config {
     /// After a shutdown signal, how long lrp keeps serving (with `/healthz` answering 503)
     /// before it stops accepting connections.
     pub shutdown_delay: Duration,
+    /// Open client connections at most; lrp stops accepting while it has this many.
+    pub max_connections: usize,
+    /// A client connection with no request in flight for this long is closed.
+    pub connection_idle_timeout: Duration,
     pub rules: Vec<Rule>,
 }
 
@@ -120,6 +142,8 @@ impl Config {
             port: DEFAULT_PORT,
             internal_route_prefix: String::new(),
             shutdown_delay: Duration::ZERO,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connection_idle_timeout: DEFAULT_CONNECTION_IDLE_TIMEOUT,
             rules: Vec::new(),
         }
     }
@@ -142,7 +166,7 @@ impl Config {
         {
             return Ok(Self::empty());
         }
-        let _registry = HostnameRegistry::install();
+        let _scope = ParseScope::install();
         let file: FileConfig = serde_yaml::from_str(text).map_err(|err| {
             // serde_yaml's message already names the rule (`local[1].endpoint: …`) and ends
             // with " at line N column M"; the position moves to the front, compiler style.
@@ -187,6 +211,12 @@ impl fmt::Display for Config {
         )?;
         writeln!(
             f,
+            "max_connections: {}\nconnection_idle_timeout: {}",
+            self.max_connections,
+            humantime::format_duration(self.connection_idle_timeout)
+        )?;
+        writeln!(
+            f,
             "region: {}",
             self.region.as_deref().unwrap_or("(from the AWS SDK chain)")
         )?;
@@ -202,8 +232,8 @@ impl fmt::Display for Config {
             match &rule.target {
                 TargetConfig::Rie(rie) => writeln!(
                     f,
-                    "  {} -> local {} (concurrency {}, timeout {timeout})",
-                    rule.hostname, rie.invoke_uri, rie.concurrency
+                    "  {} -> local {} (concurrency {}, max_queue {}, timeout {timeout})",
+                    rule.hostname, rie.invoke_uri, rie.concurrency, rie.max_queue
                 )?,
                 TargetConfig::Command(command) => writeln!(
                     f,
@@ -249,9 +279,13 @@ struct FileConfig {
     #[serde(default)]
     internal_route_prefix: Option<String>,
     #[serde(default)]
-    timeout: Option<Timeout>,
+    timeout: Option<FunctionTimeout>,
     #[serde(default)]
     shutdown_delay: Option<Delay>,
+    #[serde(default)]
+    max_connections: Option<Bounded<1, MAX_CONNECTIONS>>,
+    #[serde(default)]
+    connection_idle_timeout: Option<Timeout<MAX_CONNECTION_IDLE_SECS>>,
     #[serde(default)]
     local: Vec<LocalRule>,
     #[serde(default)]
@@ -271,11 +305,11 @@ struct RawLocalRule {
     #[serde(default)]
     function_name: Option<FunctionPathName>,
     #[serde(default)]
-    concurrency: Option<Concurrency>,
+    concurrency: Option<Bounded<1, MAX_CONCURRENCY>>,
     #[serde(default)]
-    max_queue: Option<usize>,
+    max_queue: Option<Bounded<1, MAX_QUEUE>>,
     #[serde(default)]
-    timeout: Option<Timeout>,
+    timeout: Option<FunctionTimeout>,
     #[serde(default)]
     working_dir: Option<PathBuf>,
     #[serde(default)]
@@ -283,9 +317,9 @@ struct RawLocalRule {
     #[serde(default)]
     handler: Option<String>,
     #[serde(default)]
-    idle_timeout: Option<Timeout>,
+    idle_timeout: Option<Timeout<MAX_IDLE_TIMEOUT_SECS>>,
     #[serde(default)]
-    memory_size: Option<u32>,
+    memory_size: Option<Bounded<{ MEMORY_SIZES.0 }, { MEMORY_SIZES.1 }>>,
 }
 
 #[derive(Deserialize)]
@@ -296,10 +330,11 @@ struct LocalRule {
     function_name: Option<String>,
     concurrency: usize,
     max_queue: usize,
-    timeout: Option<Timeout>,
+    timeout: Option<FunctionTimeout>,
 }
 
 enum LocalKind {
+    /// The endpoint's invoke URL.
     Endpoint(Uri),
     Command {
         command: Vec<String>,
@@ -316,12 +351,15 @@ impl TryFrom<RawLocalRule> for LocalRule {
 
     fn try_from(raw: RawLocalRule) -> Result<Self, String> {
         let hostname = raw.hostname.0.to_string();
-        Self::check(raw).map_err(|why| format!("the rule for {hostname:?}: {why}"))
+        // serde_yaml places errors of later list items at the list, so say which item it is.
+        let index = ParseScope::with(ParseScope::next_local_rule).unwrap_or(0);
+        Self::check(raw, index)
+            .map_err(|why| format!("the rule for {hostname:?} (local[{index}]): {why}"))
     }
 }
 
 impl LocalRule {
-    fn check(raw: RawLocalRule) -> Result<Self, String> {
+    fn check(raw: RawLocalRule, index: usize) -> Result<Self, String> {
         let kind = match (raw.endpoint, raw.command) {
             (Some(_), Some(_)) => {
                 return Err("give either endpoint or command, not both".to_owned());
@@ -364,19 +402,30 @@ impl LocalRule {
                         .collect(),
                     handler: raw.handler,
                     idle_timeout: raw.idle_timeout.map(|t| t.0),
-                    memory_size: raw.memory_size.unwrap_or(DEFAULT_MEMORY_SIZE),
+                    memory_size: raw.memory_size.map_or(DEFAULT_MEMORY_SIZE, |m| m.0 as u32),
                 }
             }
         };
-        if raw.max_queue == Some(0) {
-            return Err("max_queue must be at least 1".to_owned());
-        }
+        let function_name = raw.function_name.map(|n| n.0);
+        let concurrency = raw.concurrency.map_or(1, |c| c.0 as usize);
+        let max_queue = raw.max_queue.map_or(DEFAULT_MAX_QUEUE, |q| q.0 as usize);
+        let kind = match kind {
+            LocalKind::Endpoint(endpoint) => {
+                let name = function_name
+                    .as_deref()
+                    .unwrap_or(DEFAULT_RIE_FUNCTION_NAME);
+                let invoke_uri = invoke_uri(&endpoint, name)?;
+                ParseScope::claim_endpoint(index, &invoke_uri, (concurrency, max_queue))?;
+                LocalKind::Endpoint(invoke_uri)
+            }
+            command => command,
+        };
         Ok(LocalRule {
             hostname: raw.hostname,
             kind,
-            function_name: raw.function_name.map(|n| n.0),
-            concurrency: raw.concurrency.map_or(1, |c| c.0),
-            max_queue: raw.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+            function_name,
+            concurrency,
+            max_queue,
             timeout: raw.timeout,
         })
     }
@@ -410,7 +459,7 @@ struct AwsRule {
     #[serde(default, deserialize_with = "non_empty_opt")]
     region: Option<String>,
     #[serde(default)]
-    timeout: Option<Timeout>,
+    timeout: Option<FunctionTimeout>,
 }
 
 impl FileConfig {
@@ -418,44 +467,14 @@ impl FileConfig {
     fn validate(self, base_dir: &Path) -> Result<Config, (String, String)> {
         let default_timeout = self.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
         let mut rules = Vec::with_capacity(self.local.len() + self.aws.len());
-        // Rules that share an RIE endpoint share its concurrency limit, so they must agree on it.
-        let mut endpoints: HashMap<String, (usize, usize)> = HashMap::new();
         for (index, local) in self.local.into_iter().enumerate() {
             let rule = format!("local[{index}]");
             let target = match local.kind {
-                LocalKind::Endpoint(endpoint) => {
-                    let rie = RieConfig {
-                        invoke_uri: invoke_uri(
-                            &endpoint,
-                            local
-                                .function_name
-                                .as_deref()
-                                .unwrap_or(DEFAULT_RIE_FUNCTION_NAME),
-                        )
-                        .map_err(|e| (rule.clone(), e))?,
-                        concurrency: local.concurrency,
-                        max_queue: local.max_queue,
-                    };
-                    let key = rie.invoke_uri.to_string();
-                    match endpoints.get(&key) {
-                        Some(&(first, concurrency)) if concurrency != rie.concurrency => {
-                            return Err((
-                                rule,
-                                format!(
-                                    "{key} is also used by local[{first}] with concurrency \
-                                     {concurrency}; rules that share an endpoint share its \
-                                     limit, so give them the same concurrency (this one has {})",
-                                    rie.concurrency
-                                ),
-                            ));
-                        }
-                        Some(_) => {}
-                        None => {
-                            endpoints.insert(key, (index, rie.concurrency));
-                        }
-                    }
-                    TargetConfig::Rie(rie)
-                }
+                LocalKind::Endpoint(invoke_uri) => TargetConfig::Rie(RieConfig {
+                    invoke_uri,
+                    concurrency: local.concurrency,
+                    max_queue: local.max_queue,
+                }),
                 LocalKind::Command {
                     command,
                     working_dir,
@@ -508,6 +527,12 @@ impl FileConfig {
             port,
             internal_route_prefix: normalize_prefix(self.internal_route_prefix.as_deref()),
             shutdown_delay: self.shutdown_delay.map_or(Duration::ZERO, |d| d.0),
+            max_connections: self
+                .max_connections
+                .map_or(DEFAULT_MAX_CONNECTIONS, |m| m.0 as usize),
+            connection_idle_timeout: self
+                .connection_idle_timeout
+                .map_or(DEFAULT_CONNECTION_IDLE_TIMEOUT, |t| t.0),
             rules,
         })
     }
@@ -552,23 +577,66 @@ fn normalize_prefix(prefix: Option<&str>) -> String {
 // Values validated while deserializing, so errors carry the YAML position.
 
 thread_local! {
-    /// Hostnames seen so far in the file being parsed, to reject duplicates at their position.
-    static SEEN_HOSTNAMES: RefCell<Option<HashMap<String, usize>>> = const { RefCell::new(None) };
+    /// What the file being parsed has claimed so far, to reject a second claim at its position.
+    static PARSE_SCOPE: RefCell<Option<ParseScope>> = const { RefCell::new(None) };
 }
 
-/// Scopes [`SEEN_HOSTNAMES`] to one `from_yaml` call.
-struct HostnameRegistry;
+/// Hostnames and endpoints seen so far in one `from_yaml` call.
+#[derive(Default)]
+struct ParseScope {
+    hostnames: HashMap<String, usize>,
+    /// Invoke URL → the first `local` rule that named it and its `(concurrency, max_queue)`.
+    endpoints: HashMap<String, (usize, (usize, usize))>,
+    local_rules: usize,
+}
 
-impl HostnameRegistry {
-    fn install() -> Self {
-        SEEN_HOSTNAMES.with(|seen| *seen.borrow_mut() = Some(HashMap::new()));
-        HostnameRegistry
+/// Removes the scope when `from_yaml` returns, however it returns.
+struct ScopeGuard;
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        PARSE_SCOPE.with(|scope| *scope.borrow_mut() = None);
     }
 }
 
-impl Drop for HostnameRegistry {
-    fn drop(&mut self) {
-        SEEN_HOSTNAMES.with(|seen| *seen.borrow_mut() = None);
+impl ParseScope {
+    fn install() -> ScopeGuard {
+        PARSE_SCOPE.with(|scope| *scope.borrow_mut() = Some(ParseScope::default()));
+        ScopeGuard
+    }
+
+    fn with<T>(f: impl FnOnce(&mut ParseScope) -> T) -> Option<T> {
+        PARSE_SCOPE.with(|scope| scope.borrow_mut().as_mut().map(f))
+    }
+
+    fn next_local_rule(&mut self) -> usize {
+        self.local_rules += 1;
+        self.local_rules - 1
+    }
+
+    /// Rules that share an endpoint share its one limiter, so they must agree on its limits.
+    fn claim_endpoint(
+        index: usize,
+        invoke_uri: &Uri,
+        limits: (usize, usize),
+    ) -> Result<(), String> {
+        Self::with(|scope| {
+            let key = invoke_uri.to_string();
+            match scope.endpoints.get(&key) {
+                Some(&(first, claimed)) if claimed != limits => Err(format!(
+                    "{key} is also used by local[{first}] with concurrency {} and max_queue {}; \
+                     rules that share an endpoint share one limit, so give them the same \
+                     concurrency and max_queue (this one has {} and {})",
+                    claimed.0, claimed.1, limits.0, limits.1
+                )),
+                Some(_) => Ok(()),
+                None => {
+                    scope.endpoints.insert(key, (index, limits));
+                    Ok(())
+                }
+            }
+        })
+        .unwrap_or(Ok(()))
     }
 }
 
@@ -578,14 +646,12 @@ impl<'de> Deserialize<'de> for Hostname {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         let pattern = HostPattern::parse(&text).map_err(de::Error::custom)?;
-        let duplicate = SEEN_HOSTNAMES.with(|seen| {
-            let mut seen = seen.borrow_mut();
-            let seen = seen.as_mut()?;
-            let count = seen.entry(pattern.to_string()).or_insert(0);
+        let duplicate = ParseScope::with(|scope| {
+            let count = scope.hostnames.entry(pattern.to_string()).or_insert(0);
             *count += 1;
-            (*count > 1).then_some(())
+            *count > 1
         });
-        if duplicate.is_some() {
+        if duplicate == Some(true) {
             return Err(de::Error::custom(format!(
                 "duplicate hostname \"{pattern}\": each hostname may appear in one rule only"
             )));
@@ -646,14 +712,37 @@ impl<'de> Deserialize<'de> for FunctionPathName {
     }
 }
 
-struct Concurrency(usize);
+/// A whole number from `MIN` to `MAX`, checked inside the deserializer so that the error
+/// points at the value.
+struct Bounded<const MIN: u64, const MAX: u64>(u64);
 
-impl<'de> Deserialize<'de> for Concurrency {
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match u32::deserialize(deserializer)? {
-            0 => Err(de::Error::custom("concurrency must be at least 1")),
-            n => Ok(Concurrency(n as usize)),
+        struct BoundedVisitor<const MIN: u64, const MAX: u64>;
+        impl<const MIN: u64, const MAX: u64> de::Visitor<'_> for BoundedVisitor<MIN, MAX> {
+            type Value = Bounded<MIN, MAX>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a whole number from {MIN} to {MAX}")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                if (MIN..=MAX).contains(&n) {
+                    Ok(Bounded(n))
+                } else {
+                    Err(E::custom(format!(
+                        "{n} is out of range: give a whole number from {MIN} to {MAX}"
+                    )))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "{n} is out of range: give a whole number from {MIN} to {MAX}"
+                    ))),
+                }
+            }
         }
+        deserializer.deserialize_u64(BoundedVisitor::<MIN, MAX>)
     }
 }
 
@@ -689,70 +778,96 @@ impl<'de> Deserialize<'de> for Port {
     }
 }
 
-/// A duration written `30s`, `500ms`, `2m`, or a plain number of seconds.
-struct Timeout(Duration);
+/// A function's timeout: at most Lambda's 15 minutes.
+type FunctionTimeout = Timeout<MAX_TIMEOUT_SECS>;
 
-impl<'de> Deserialize<'de> for Timeout {
+/// A duration written `30s`, `500ms`, `2m`, or a plain number of seconds, greater than zero and
+/// at most `MAX_SECS` seconds.
+struct Timeout<const MAX_SECS: u64>(Duration);
+
+impl<'de, const MAX_SECS: u64> Deserialize<'de> for Timeout<MAX_SECS> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TimeoutVisitor;
-        impl de::Visitor<'_> for TimeoutVisitor {
-            type Value = Timeout;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 30s, 500ms, 2m, or a number of seconds")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timeout, E> {
-                positive(Duration::from_secs(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timeout, E> {
-                u64::try_from(v)
-                    .map_err(|_| E::custom("a timeout must be positive"))
-                    .and_then(|v| self.visit_u64(v))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timeout, E> {
-                Duration::try_from_secs_f64(v)
-                    .map_err(|_| E::custom(format!("timeout {v} is not a valid duration")))
-                    .and_then(positive)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timeout, E> {
-                let v = v.trim();
-                if let Ok(seconds) = v.parse::<f64>() {
-                    return self.visit_f64(seconds);
-                }
-                humantime::parse_duration(v)
-                    .map_err(|_| {
-                        E::custom(format!(
-                            "timeout {v:?} is not a duration such as 30s, 500ms, 2m or 5"
-                        ))
-                    })
-                    .and_then(positive)
-            }
-        }
-        deserializer.deserialize_any(TimeoutVisitor)
+        let max = Duration::from_secs(MAX_SECS);
+        deserializer
+            .deserialize_any(DurationVisitor {
+                max,
+                allow_zero: false,
+            })
+            .map(Timeout)
     }
 }
 
-/// A duration that may be zero, written like a [`Timeout`].
+/// A positive duration up to `max`, written as [`Timeout`] describes.
+struct DurationVisitor {
+    max: Duration,
+    allow_zero: bool,
+}
+
+impl DurationVisitor {
+    fn check<E: de::Error>(&self, duration: Duration) -> Result<Duration, E> {
+        if duration.is_zero() && !self.allow_zero {
+            Err(E::custom("a timeout must be greater than zero"))
+        } else if duration > self.max {
+            Err(E::custom(format!(
+                "{} is too long: the limit is {}",
+                humantime::format_duration(duration),
+                humantime::format_duration(self.max)
+            )))
+        } else {
+            Ok(duration)
+        }
+    }
+}
+
+impl de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a duration such as 30s, 500ms, 2m, or a number of seconds")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        self.check(Duration::from_secs(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        u64::try_from(v)
+            .map_err(|_| E::custom("a timeout must be positive"))
+            .and_then(|v| self.visit_u64(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| E::custom(format!("timeout {v} is not a valid duration")))
+            .and_then(|d| self.check(d))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        let v = v.trim();
+        if let Ok(seconds) = v.parse::<f64>() {
+            return self.visit_f64(seconds);
+        }
+        humantime::parse_duration(v)
+            .map_err(|_| {
+                E::custom(format!(
+                    "timeout {v:?} is not a duration such as 30s, 500ms, 2m or 5"
+                ))
+            })
+            .and_then(|d| self.check(d))
+    }
+}
+
+/// A duration that may be zero, written like a [`Timeout`], at most 15 minutes.
 struct Delay(Duration);
 
 impl<'de> Deserialize<'de> for Delay {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match serde_yaml::Value::deserialize(deserializer)? {
-            serde_yaml::Value::Number(n) if n.as_f64() == Some(0.0) => Ok(Delay(Duration::ZERO)),
-            serde_yaml::Value::String(s) if s.trim() == "0" || s.trim() == "0s" => {
-                Ok(Delay(Duration::ZERO))
-            }
-            other => Timeout::deserialize(other)
-                .map(|t| Delay(t.0))
-                .map_err(de::Error::custom),
-        }
-    }
-}
-
-fn positive<E: de::Error>(duration: Duration) -> Result<Timeout, E> {
-    if duration.is_zero() {
-        Err(E::custom("a timeout must be greater than zero"))
-    } else {
-        Ok(Timeout(duration))
+        deserializer
+            .deserialize_any(DurationVisitor {
+                max: Duration::from_secs(MAX_TIMEOUT_SECS),
+                allow_zero: true,
+            })
+            .map(Delay)
     }
 }
 
@@ -949,8 +1064,42 @@ mod tests {
             ),
             (
                 "local:\n  - hostname: a\n    endpoint: http://a:1\n    concurrency: 0\n",
-                "local[0]: concurrency must be at least 1",
+                "lrp.yaml:4:18: local[0].concurrency: 0 is out of range: give a whole number from 1 to 1000",
             ),
+            // Every number is bounded, so none can overflow a deadline or a counter.
+            (
+                "local:\n  - hostname: a\n    endpoint: http://a:1\n    timeout: 18446744073709551615\n",
+                "lrp.yaml:4:14: local[0].timeout: 584542046090years 7months 15days 17h 5m 3s is too long: the limit is 15m",
+            ),
+            (
+                "timeout: 901s\n",
+                "lrp.yaml:1:10: timeout: 15m 1s is too long: the limit is 15m",
+            ),
+            (
+                "aws:\n  - {hostname: a, function_name: f, timeout: 1e30}\n",
+                "aws[0].timeout: timeout 1000000000000000000000000000000 is not a valid duration",
+            ),
+            (
+                "local:\n  - {hostname: a, endpoint: 'http://a:1', max_queue: 0}\n",
+                "local[0].max_queue: 0 is out of range: give a whole number from 1 to 10000",
+            ),
+            (
+                "local:\n  - {hostname: a, command: [x], memory_size: 64}\n",
+                "local[0].memory_size: 64 is out of range: give a whole number from 128 to 10240",
+            ),
+            (
+                "local:\n  - {hostname: a, command: [x], idle_timeout: 2d}\n",
+                "local[0].idle_timeout: 2days is too long: the limit is 1day",
+            ),
+            (
+                "max_connections: 0\n",
+                "lrp.yaml:1:18: max_connections: 0 is out of range",
+            ),
+            (
+                "connection_idle_timeout: -1\n",
+                "connection_idle_timeout: a timeout must be positive",
+            ),
+            ("shutdown_delay: 1h\n", "shutdown_delay: 1h is too long"),
             (
                 "local:\n  - hostname: a\n    endpoint: http://a:1\n    timeout: soon\n",
                 "lrp.yaml:4:14: local[0].timeout: timeout \"soon\" is not a duration",
@@ -983,14 +1132,30 @@ mod tests {
     }
 
     #[test]
-    fn rules_sharing_an_endpoint_must_agree_on_concurrency() {
+    fn rules_sharing_an_endpoint_must_agree_on_its_limits() {
         let err = parse(
-            "local:\n  - {hostname: a, endpoint: 'http://x:1', concurrency: 2}\n  \
-             - {hostname: b, endpoint: 'http://x:1'}\n",
+            "local:\n  - hostname: a\n    endpoint: http://x:1\n    concurrency: 2\n  \
+             - hostname: b\n    endpoint: http://x:1\n",
         )
         .unwrap_err();
-        assert!(err.contains("local[1]"), "{err}");
-        assert!(err.contains("same concurrency"), "{err}");
+        assert!(err.starts_with("lrp.yaml:2:3: local: the rule for \"b\" (local[1]): http://x:1/2015-03-31/functions/function/invocations is also used by local[0] with concurrency 2 and max_queue 100"), "{err}");
+        let err = parse(
+            "local:\n  - {hostname: a, endpoint: 'http://x:1', max_queue: 5}\n  \
+             - {hostname: z, endpoint: 'http://y:1'}\n  \
+             - {hostname: b, endpoint: 'http://x:1', max_queue: 6}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("also used by local[0]"), "{err}");
+        assert!(
+            err.contains("same concurrency and max_queue (this one has 1 and 6)"),
+            "{err}"
+        );
+        // Another function name at the same address is another function.
+        parse(
+            "local:\n  - {hostname: a, endpoint: 'http://x:1', max_queue: 5}\n  \
+             - {hostname: b, endpoint: 'http://x:1', function_name: other}\n",
+        )
+        .unwrap();
         // Same endpoint, same limit: two hostnames for one function is fine.
         parse(
             "local:\n  - {hostname: a, endpoint: 'http://x:1'}\n  \
@@ -1009,7 +1174,7 @@ mod tests {
         let table = config.to_string();
         assert!(
             table.contains(
-                "*.svc -> local http://x:1/2015-03-31/functions/function/invocations (concurrency 3, timeout 2s)"
+                "*.svc -> local http://x:1/2015-03-31/functions/function/invocations (concurrency 3, max_queue 100, timeout 2s)"
             ),
             "{table}"
         );

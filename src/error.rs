@@ -14,10 +14,14 @@ use crate::target::TargetError;
 /// Names the failure on every response lrp makes itself.
 pub const ERROR_HEADER: &str = "x-lrp-error";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("the request names no host")]
     MissingHost,
+    #[error("the request has {0}")]
+    InvalidHost(&'static str),
+    #[error("lrp is not a tunnel: {0} is not served")]
+    MethodNotAllowed(http::Method),
     #[error("no rule for host {0}")]
     NoRule(Host),
     #[error("the request is larger than Lambda's 6 MB invocation limit")]
@@ -37,6 +41,8 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::MissingHost => "missing-host",
+            ProxyError::InvalidHost(_) => "invalid-host",
+            ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::NoRule(_) => "no-rule",
             ProxyError::RequestTooLarge => "request-too-large",
             ProxyError::BodyRead(_) => "bad-request-body",
@@ -48,7 +54,10 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingHost | ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MissingHost | ProxyError::InvalidHost(_) | ProxyError::BodyRead(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoRule(_) => StatusCode::NOT_FOUND,
             ProxyError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -76,16 +85,23 @@ impl ProxyError {
             }
             _ => format!(r#"{{"message":"{}"}}"#, message(status)),
         };
-        let mut response = Response::new(Bytes::from(body));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.kind()));
+        let mut response = json_response(status, body);
+        response
+            .headers_mut()
+            .insert(ERROR_HEADER, HeaderValue::from_static(self.kind()));
         response
     }
+}
+
+/// A JSON response: every error body lrp writes, to clients and to runtimes, goes through here.
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// HTTP API's messages, with its capitalisation.
@@ -93,6 +109,7 @@ fn message(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "Bad Request",
         StatusCode::NOT_FOUND => "Not Found",
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed",
         StatusCode::REQUEST_TIMEOUT => "Request Timeout",
         StatusCode::PAYLOAD_TOO_LARGE => "Request Too Long",
         StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",
@@ -169,6 +186,18 @@ mod tests {
                 "Bad Gateway",
             ),
             (ProxyError::MissingHost, 400, "missing-host", "Bad Request"),
+            (
+                ProxyError::InvalidHost("two Host headers"),
+                400,
+                "invalid-host",
+                "Bad Request",
+            ),
+            (
+                ProxyError::MethodNotAllowed(http::Method::CONNECT),
+                405,
+                "method-not-allowed",
+                "Method Not Allowed",
+            ),
             (
                 ProxyError::Target(TargetError::QueueFull),
                 429,

@@ -46,6 +46,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     in_flight: Family<RuleLabels, Gauge>,
     queued: Family<RuleLabels, Gauge>,
+    running: Family<RuleLabels, Gauge>,
+    connections: Gauge,
 }
 
 /// One rule's handles, shared with the registry.
@@ -55,6 +57,7 @@ pub struct RuleMetrics {
     latency: Histogram,
     in_flight: Gauge,
     queued: Gauge,
+    running: Gauge,
 }
 
 impl Metrics {
@@ -66,6 +69,8 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let in_flight = Family::<RuleLabels, Gauge>::default();
         let queued = Family::<RuleLabels, Gauge>::default();
+        let running = Family::<RuleLabels, Gauge>::default();
+        let connections = Gauge::default();
         let start_time = Gauge::<f64, AtomicU64>::default();
         start_time.set(
             SystemTime::now()
@@ -94,8 +99,18 @@ impl Metrics {
         );
         registry.register(
             "lrp_queued_invocations",
-            "Invocations waiting for a free slot, by rule",
+            "Requests admitted that do not run yet (reading their body or waiting for a slot), by rule",
             queued.clone(),
+        );
+        registry.register(
+            "lrp_running_invocations",
+            "Invocations holding a concurrency slot, abandoned ones that still run included, by rule",
+            running.clone(),
+        );
+        registry.register(
+            "lrp_open_connections",
+            "Client connections open now",
+            connections.clone(),
         );
         registry.register(
             "process_start_time_seconds",
@@ -109,7 +124,15 @@ impl Metrics {
             errors,
             in_flight,
             queued,
+            running,
+            connections,
         }
+    }
+
+    /// Counts a client connection as open until the guard is dropped.
+    pub fn connection_opened(&self) -> InFlight {
+        self.connections.inc();
+        InFlight(self.connections.clone())
     }
 
     /// The handles for `rule`; a rule kept across a reload keeps counting where it was.
@@ -127,6 +150,7 @@ impl Metrics {
             latency: self.latency.get_or_create_owned(&labels),
             in_flight: self.in_flight.get_or_create_owned(&labels),
             queued: self.queued.get_or_create_owned(&labels),
+            running: self.running.get_or_create_owned(&labels),
         }
     }
 
@@ -172,11 +196,14 @@ impl RuleMetrics {
         InFlight(self.in_flight.clone())
     }
 
-    pub fn set_queued(&self, waiting: usize) {
-        self.queued.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    /// The limiter's counts, read when `/metrics` is asked for.
+    pub fn set_admission(&self, queued: usize, running: usize) {
+        self.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        self.running.set(i64::try_from(running).unwrap_or(i64::MAX));
     }
 }
 
+/// Holds one count of a gauge; dropping it gives the count back.
 pub struct InFlight(Gauge);
 
 impl Drop for InFlight {
@@ -202,7 +229,8 @@ mod tests {
         metrics.unrouted(StatusCode::NOT_FOUND);
         metrics.error("timeout");
         let running = rule.in_flight();
-        rule.set_queued(2);
+        rule.set_admission(2, 1);
+        let connection = metrics.connection_opened();
         let text = metrics.encode();
         for line in [
             r#"lrp_requests_total{rule="api.example.com",status="2xx"} 1"#,
@@ -211,18 +239,18 @@ mod tests {
             r#"lrp_errors_total{kind="timeout"} 1"#,
             r#"lrp_in_flight_invocations{rule="api.example.com"} 1"#,
             r#"lrp_queued_invocations{rule="api.example.com"} 2"#,
+            r#"lrp_running_invocations{rule="api.example.com"} 1"#,
+            "lrp_open_connections 1",
             r#"lrp_invocation_duration_seconds_count{rule="api.example.com"} 2"#,
             r#"lrp_invocation_duration_seconds_bucket{le="0.005",rule="api.example.com"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         assert!(text.contains("process_start_time_seconds "), "{text}");
-        drop(running);
-        assert!(
-            metrics
-                .encode()
-                .contains(r#"lrp_in_flight_invocations{rule="api.example.com"} 0"#)
-        );
+        drop((running, connection));
+        let text = metrics.encode();
+        assert!(text.contains(r#"lrp_in_flight_invocations{rule="api.example.com"} 0"#));
+        assert!(text.contains("lrp_open_connections 0"), "{text}");
         // The same rule after a reload shares the counters.
         metrics
             .rule("api.example.com")

@@ -11,13 +11,29 @@ pub struct Host(String);
 
 impl Host {
     /// The host of a request: the URI authority (HTTP/2 `:authority`, or an absolute-form
-    /// HTTP/1.1 target, which RFC 9112 says takes precedence) or else the `Host` header.
-    pub fn of_request(uri: &Uri, headers: &HeaderMap) -> Option<Host> {
+    /// HTTP/1.1 target, which RFC 9112 §3.2.2 says takes precedence) or else the `Host`
+    /// header. As RFC 9112 §3.2 requires, a request with more than one `Host` header, or one
+    /// whose value is not a host and optional port, is refused whatever the URI says.
+    pub fn of_request(uri: &Uri, headers: &HeaderMap) -> Result<Host, HostError> {
+        let mut host_headers = headers.get_all(http::header::HOST).iter();
+        let header = host_headers.next();
+        if host_headers.next().is_some() {
+            return Err(HostError::Repeated);
+        }
+        let header = header
+            .map(|value| {
+                value
+                    .to_str()
+                    .ok()
+                    .filter(|text| text.is_empty() || is_uri_host(text))
+                    .ok_or(HostError::Invalid)
+            })
+            .transpose()?;
         let raw = match uri.authority() {
             Some(authority) => authority.as_str(),
-            None => headers.get(http::header::HOST)?.to_str().ok()?,
+            None => header.ok_or(HostError::Missing)?,
         };
-        Host::parse(raw)
+        Host::parse(raw).ok_or(HostError::Missing)
     }
 
     /// Normalizes `Example.COM:8080`, `example.com.` or `[::1]:80`; `None` when nothing is left.
@@ -50,6 +66,27 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Why a request has no usable host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostError {
+    Missing,
+    Repeated,
+    Invalid,
+}
+
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2): an authority without user information, whose
+/// port, if any, is digits.
+fn is_uri_host(text: &str) -> bool {
+    let Ok(authority) = text.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let port = &text[authority.host().len()..];
+    !text.contains('@')
+        && port.strip_prefix(':').map_or(port.is_empty(), |digits| {
+            digits.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// A rule's hostname: an exact name, or `*.suffix` for any subdomain of `suffix`.
@@ -215,7 +252,44 @@ mod tests {
             Host::of_request(&absolute, &headers).unwrap().as_str(),
             "from-authority"
         );
-        assert_eq!(Host::of_request(&origin_form, &HeaderMap::new()), None);
+        assert_eq!(
+            Host::of_request(&origin_form, &HeaderMap::new()),
+            Err(HostError::Missing)
+        );
+    }
+
+    #[test]
+    fn repeated_or_invalid_host_headers_are_refused() {
+        let origin_form: Uri = "/path".parse().unwrap();
+        let absolute: Uri = "http://a/path".parse().unwrap();
+        let mut two = HeaderMap::new();
+        two.append(http::header::HOST, "a".parse().unwrap());
+        two.append(http::header::HOST, "other".parse().unwrap());
+        assert_eq!(
+            Host::of_request(&origin_form, &two),
+            Err(HostError::Repeated)
+        );
+        assert_eq!(Host::of_request(&absolute, &two), Err(HostError::Repeated));
+        for invalid in ["a b", "user@a", "a/b", "a:port"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::HOST, invalid.parse().unwrap());
+            assert_eq!(
+                Host::of_request(&origin_form, &headers),
+                Err(HostError::Invalid),
+                "{invalid:?}"
+            );
+        }
+        for valid in [
+            "a",
+            "a:80",
+            "[::1]:8080",
+            "127.0.0.1",
+            "xn--bcher-kva.example",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::HOST, valid.parse().unwrap());
+            assert!(Host::of_request(&origin_form, &headers).is_ok(), "{valid}");
+        }
     }
 
     #[test]

@@ -17,8 +17,8 @@ struct Stack {
     _emulator: Emulator,
 }
 
-fn stack(count: usize, rule_extra: &str, top: &str) -> Stack {
-    let emulator = Emulator::start();
+async fn stack(count: usize, rule_extra: &str, top: &str) -> Stack {
+    let emulator = Emulator::start().await;
     let runtimes = (0..count)
         .map(|_| emulator.attach_rust_function("function"))
         .collect();
@@ -36,7 +36,7 @@ fn stack(count: usize, rule_extra: &str, top: &str) -> Stack {
 
 #[tokio::test]
 async fn the_function_receives_exactly_the_http_api_event() {
-    let stack = stack(1, "", "");
+    let stack = stack(1, "", "").await;
     let lrp = &stack.lrp;
     let request = lrp
         .request("POST", "Service-1:8080", "/items/42%2F7?x=1&x=2&q=a%20b")
@@ -103,7 +103,7 @@ async fn the_function_receives_exactly_the_http_api_event() {
 
 #[tokio::test]
 async fn binary_bodies_arrive_base64_and_each_request_gets_its_own_id() {
-    let stack = stack(1, "", "");
+    let stack = stack(1, "", "").await;
     let lrp = &stack.lrp;
     let bytes = vec![0u8, 159, 146, 150, 255];
     let request = || {
@@ -127,7 +127,7 @@ async fn binary_bodies_arrive_base64_and_each_request_gets_its_own_id() {
 
 #[tokio::test]
 async fn scripted_results_map_to_responses_as_http_api_does() {
-    let stack = stack(1, "", "");
+    let stack = stack(1, "", "").await;
     let lrp = &stack.lrp;
     let respond = |result: Value| {
         send(
@@ -172,20 +172,20 @@ async fn scripted_results_map_to_responses_as_http_api_does() {
 
 #[tokio::test]
 async fn a_handler_error_is_500_and_the_runtime_keeps_serving() {
-    let stack = stack(1, "", "");
+    let stack = stack(1, "", "").await;
     let lrp = &stack.lrp;
     let reply = send(lrp.request("GET", "service-1", "/error"), "").await;
     assert_eq!(reply.status, 500);
     assert_eq!(reply.json(), json!({"message": "Internal Server Error"}));
     assert_eq!(reply.header("x-lrp-error"), Some("function-error"));
-    lrp.expect_log("boom from the rust function");
+    lrp.expect_log("boom from the rust function").await;
     let reply = send(lrp.request("GET", "service-1", "/after"), "").await;
     assert_eq!(reply.status, 200);
 }
 
 #[tokio::test]
 async fn routing_by_host_with_wildcards_and_404_for_unknown_hosts() {
-    let stack = stack(1, "", "");
+    let stack = stack(1, "", "").await;
     let lrp = &stack.lrp;
     let reply = send(lrp.request("GET", "API.Wild.Test.", "/w"), "").await;
     assert_eq!(reply.status, 200);
@@ -205,7 +205,7 @@ async fn routing_by_host_with_wildcards_and_404_for_unknown_hosts() {
 
 #[tokio::test]
 async fn internal_routes_answer_before_routing_and_move_under_the_prefix() {
-    let plain = stack(1, "", "");
+    let plain = stack(1, "", "").await;
     let reply = send(plain.lrp.request("GET", "service-1", "/ping"), "").await;
     assert_eq!((reply.status, reply.text().as_str()), (200, "pong"));
     let reply = send(plain.lrp.request("GET", "unknown", "/healthz"), "").await;
@@ -214,7 +214,7 @@ async fn internal_routes_answer_before_routing_and_move_under_the_prefix() {
     assert_eq!((reply.status, reply.body.len()), (200, 0));
     drop(plain);
 
-    let prefixed = stack(1, "", "internal_route_prefix: __lrp__\n");
+    let prefixed = stack(1, "", "internal_route_prefix: __lrp__\n").await;
     let lrp = &prefixed.lrp;
     let reply = send(lrp.request("GET", "unknown", "/__lrp__/ping"), "").await;
     assert_eq!((reply.status, reply.text().as_str()), (200, "pong"));
@@ -229,36 +229,36 @@ async fn internal_routes_answer_before_routing_and_move_under_the_prefix() {
 
 #[tokio::test]
 async fn concurrency_above_one_uses_every_attached_runtime() {
-    let stack = stack(3, "    concurrency: 3\n", "");
+    let stack = stack(3, "    concurrency: 3\n", "").await;
     let lrp = &stack.lrp;
-    // Warm every runtime so the measurement is the invocations alone.
-    let warm = (0..3).map(|_| send(lrp.request("GET", "service-1", "/"), ""));
-    futures::future::join_all(warm).await;
-
-    let started = Instant::now();
-    let requests = (0..3).map(|_| send(lrp.request("GET", "service-1", "/sleep/1000"), ""));
-    let replies = futures::future::join_all(requests).await;
-    let elapsed = started.elapsed();
-    for reply in &replies {
+    // Each invocation waits for the other two to arrive: they succeed only if all three run
+    // at once (one at a time, the first would give up after 10 s and fail).
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("/barrier/3?dir={}", dir.path().display());
+    let requests = (0..3).map(|_| send(lrp.request("GET", "service-1", &path), ""));
+    for reply in futures::future::join_all(requests).await {
         assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.text(), "all arrived");
     }
-    assert!(
-        elapsed < Duration::from_millis(2500),
-        "3 × 1 s in parallel took {elapsed:?}"
-    );
 }
 
 #[tokio::test]
 async fn a_slow_function_gets_503_at_the_rules_timeout() {
-    let stack = stack(1, "    timeout: 1s\n", "");
+    let stack = stack(1, "    timeout: 1s\n", "").await;
     let lrp = &stack.lrp;
     let started = Instant::now();
     let reply = send(lrp.request("GET", "service-1", "/sleep/3000"), "").await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json(), json!({"message": "Service Unavailable"}));
-    assert!(started.elapsed() < Duration::from_millis(2500));
-    // Once the function has finished the abandoned invocation, the endpoint serves again.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "not before the timeout: {waited:?}"
+    );
+    // The abandoned invocation keeps its slot until the function has finished it; then the
+    // endpoint serves again.
+    lrp.wait_metric(r#"lrp_running_invocations{rule="service-1"}"#, 0)
+        .await;
     let reply = send(lrp.request("GET", "service-1", "/"), "").await;
     assert_eq!(reply.status, 200, "{}", lrp.logs());
 }

@@ -82,8 +82,9 @@ async fn every_failure_shape_gets_http_apis_answer() {
     expect_error(&lrp, "refused", refused).await;
 
     // Each failure is one log line naming its cause.
-    lrp.expect_log(r#"error="function-error" cause=the function failed: FakeError: boom"#);
-    lrp.expect_log("Task timed out after 1.00 seconds");
+    lrp.expect_log(r#"error="function-error" cause=the function failed: FakeError: boom"#)
+        .await;
+    lrp.expect_log("Task timed out after 1.00 seconds").await;
 }
 
 #[tokio::test]
@@ -97,8 +98,8 @@ async fn a_hanging_function_times_out_with_503_and_frees_the_client() {
     expect_error(&lrp, "hang", TIMED_OUT).await;
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_millis(450) && waited < Duration::from_secs(3),
-        "{waited:?}"
+        waited >= Duration::from_millis(500),
+        "not before the timeout: {waited:?}"
     );
 
     // The endpoint is still busy with the abandoned invocation: the next request waits for the
@@ -120,44 +121,39 @@ async fn concurrency_one_serializes_invocations_and_n_allows_n() {
         let lrp = &lrp;
         async move {
             let requests = (0..3).map(|_| send(lrp.request("GET", host, "/"), ""));
-            let started = Instant::now();
             for reply in futures::future::join_all(requests).await {
                 assert_eq!(reply.status, 200, "{}", reply.text());
                 assert_eq!(reply.text(), "slow");
             }
-            started.elapsed()
         }
     };
 
-    let serial = burst("one").await;
+    // The fake counts the invocations it has at once.
+    burst("one").await;
     assert_eq!(fake.counters.max_in_flight.load(Ordering::SeqCst), 1);
-    assert!(
-        serial >= Duration::from_millis(1150),
-        "serialized: {serial:?}"
-    );
-
-    let parallel = burst("three").await;
+    burst("three").await;
     assert_eq!(fake.counters.max_in_flight.load(Ordering::SeqCst), 3);
-    assert!(
-        parallel < Duration::from_millis(1100),
-        "parallel: {parallel:?}"
-    );
 }
 
 #[tokio::test]
 async fn waiting_for_a_slot_counts_against_the_timeout() {
     let fake = FakeRie::start().await;
+    // Two hostnames for one function: they share its one slot.
     let lrp = Lrp::start(&format!(
-        "local:\n{}",
-        fake.rule("slow", "slow", "    timeout: 600ms\n")
+        "local:\n{}{}",
+        fake.rule("patient", "gated", ""),
+        fake.rule("slow", "gated", "    timeout: 600ms\n")
     ));
-    // The first takes 400 ms; the second waits 400 ms for the slot, then would need 400 more.
-    let (first, second) = tokio::join!(send(lrp.request("GET", "slow", "/"), ""), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        send(lrp.request("GET", "slow", "/"), "").await
-    });
-    assert_eq!(first.status, 200);
+    // The first holds the slot until the gate opens; the second waits for the slot until
+    // its deadline passes, and only then does the first finish.
+    let first = tokio::spawn(send(lrp.request("GET", "patient", "/"), ""));
+    fake.counters.wait_in_flight(1).await;
+    let second = send(lrp.request("GET", "slow", "/"), "").await;
     assert_eq!(second.status, 503, "{}", second.text());
+    assert_eq!(second.header("x-lrp-error"), Some("timeout"));
+    fake.counters.open_gate(1);
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(fake.counters.calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ pub struct IncomingRequest<'a> {
     pub received: SystemTime,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EventError {
     #[error("malformed function result: {0}")]
     Malformed(String),

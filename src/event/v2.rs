@@ -357,7 +357,8 @@ fn inferred_response(payload: Bytes) -> Response<Bytes> {
     response
 }
 
-/// `statusCode` as an integer or a numeric string, 100–599.
+/// `statusCode` as an integer or a numeric string, 200–599: a 1xx is no final answer (hyper
+/// would turn `101` into a protocol switch and `100` into a bare 500 on a closed connection).
 fn parse_status(raw: &RawValue) -> Result<StatusCode, EventError> {
     let text = raw.get();
     let number = if text.starts_with('"') {
@@ -368,9 +369,13 @@ fn parse_status(raw: &RawValue) -> Result<StatusCode, EventError> {
         text.parse::<u16>().ok()
     };
     number
-        .filter(|n| (100..=599).contains(n))
+        .filter(|n| (200..=599).contains(n))
         .and_then(|n| StatusCode::from_u16(n).ok())
-        .ok_or_else(|| EventError::Malformed(format!("statusCode {text} is not an HTTP status")))
+        .ok_or_else(|| {
+            EventError::Malformed(format!(
+                "statusCode {text} is not a final HTTP status (200-599)"
+            ))
+        })
 }
 
 fn copy_headers(raw: &RawValue, headers: &mut HeaderMap) -> Result<(), EventError> {

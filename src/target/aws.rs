@@ -19,6 +19,7 @@ use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::{ErrorObject, TargetError};
 use crate::config::{AwsConfig, DEFAULT_REGION};
@@ -33,7 +34,7 @@ pub struct AwsTarget {
 }
 
 impl AwsTarget {
-    pub async fn invoke(&self, event: Bytes, timeout: Duration) -> Result<Bytes, TargetError> {
+    pub async fn invoke(&self, event: Bytes, deadline: Instant) -> Result<Bytes, TargetError> {
         let call = self
             .client
             .invoke()
@@ -42,7 +43,7 @@ impl AwsTarget {
             .invocation_type(InvocationType::RequestResponse)
             .payload(Blob::new(event))
             .send();
-        let output = tokio::time::timeout(timeout, call)
+        let output = tokio::time::timeout_at(deadline, call)
             .await
             .map_err(|_| TargetError::Timeout)?
             .map_err(|e| classify(&e))?;

@@ -1,21 +1,18 @@
 //! The ways lrp invokes a function, behind one interface: event bytes in, result bytes out.
 
+mod admission;
 pub mod aws;
 pub mod command;
 pub mod rie;
-mod slots;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use tokio::time::Instant;
 
-use self::slots::Slots;
+pub use self::admission::{Limiter, Ticket};
 use crate::config::{DEFAULT_REGION, TargetConfig};
 
 /// Why an invocation produced no usable result.
@@ -60,62 +57,6 @@ impl TargetError {
     }
 }
 
-/// Lambda's longest function timeout: how long an abandoned invocation may still run.
-const ABANDONED_INVOCATION_LIMIT: Duration = Duration::from_secs(15 * 60);
-
-/// Runs an invocation in place, and if it is dropped unfinished (the client went away, or its
-/// deadline passed) lets it finish on a task of its own, at most [`ABANDONED_INVOCATION_LIMIT`].
-/// The invocation holds its concurrency slot, so the slot stays taken until the function is
-/// really done: an RIE would refuse a second invoke meanwhile (the real one crashes), and a
-/// command instance must not be lost half-way. Unlike spawning every invocation, the common
-/// path costs no task and no cross-thread wake-up.
-struct FinishOnDrop<F: Future + Send + 'static>
-where
-    F::Output: Send,
-{
-    future: Option<Pin<Box<F>>>,
-}
-
-impl<F: Future + Send + 'static> FinishOnDrop<F>
-where
-    F::Output: Send,
-{
-    fn new(future: F) -> Self {
-        FinishOnDrop {
-            future: Some(Box::pin(future)),
-        }
-    }
-}
-
-impl<F: Future + Send + 'static> Future for FinishOnDrop<F>
-where
-    F::Output: Send,
-{
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let Some(future) = self.future.as_mut() else {
-            return Poll::Pending;
-        };
-        let output = std::task::ready!(future.as_mut().poll(cx));
-        self.future = None;
-        Poll::Ready(output)
-    }
-}
-
-impl<F: Future + Send + 'static> Drop for FinishOnDrop<F>
-where
-    F::Output: Send,
-{
-    fn drop(&mut self) {
-        if let (Some(future), Ok(runtime)) =
-            (self.future.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(tokio::time::timeout(ABANDONED_INVOCATION_LIMIT, future));
-        }
-    }
-}
-
 /// The `{"errorType": …, "errorMessage": …}` object runtimes describe failures with.
 #[derive(Debug, Default, Deserialize)]
 struct ErrorObject {
@@ -137,8 +78,10 @@ impl ErrorObject {
     /// The error's type (else `fallback_type`) and message (else the start of `body`).
     fn describe(self, fallback_type: &str, body: &[u8]) -> (String, String) {
         (
-            self.error_type.unwrap_or_else(|| fallback_type.to_owned()),
-            self.error_message.unwrap_or_else(|| excerpt(body)),
+            self.error_type
+                .map_or_else(|| fallback_type.to_owned(), |t| cut(t, SHOWN_ERROR_TYPE)),
+            self.error_message
+                .map_or_else(|| excerpt(body), |m| cut(m, SHOWN_TEXT)),
         )
     }
 
@@ -151,10 +94,28 @@ impl ErrorObject {
     }
 }
 
+/// How much of a function's text (an error message, a refused body) reaches a log line: a
+/// function can send megabytes of it.
+const SHOWN_TEXT: usize = 512;
+const SHOWN_ERROR_TYPE: usize = 128;
+
 /// The start of a body, as text for a log line.
 fn excerpt(body: &[u8]) -> String {
-    const SHOWN: usize = 512;
-    String::from_utf8_lossy(&body[..body.len().min(SHOWN)]).into_owned()
+    let mut text = String::from_utf8_lossy(&body[..body.len().min(SHOWN_TEXT)]).into_owned();
+    if body.len() > SHOWN_TEXT {
+        text.push_str(" […]");
+    }
+    text
+}
+
+/// `text` cut to at most `limit` bytes, on a character boundary, marked when cut.
+fn cut(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let end = text.floor_char_boundary(limit);
+        text.truncate(end);
+        text.push_str(" […]");
+    }
+    text
 }
 
 pub enum Target {
@@ -164,28 +125,25 @@ pub enum Target {
 }
 
 impl Target {
-    /// Invokes the function with `event`, for at most `timeout`; `trace_id` is the request's
-    /// X-Ray trace header, for targets that pass one on.
-    pub async fn invoke(
-        &self,
-        event: Bytes,
-        timeout: Duration,
-        trace_id: &str,
-    ) -> Result<Bytes, TargetError> {
-        match self {
-            Target::Rie(target) => target.invoke(event, timeout).await,
-            Target::Command(target) => target.invoke(event, timeout, trace_id).await,
-            Target::Aws(target) => target.invoke(event, timeout).await,
-        }
+    /// A place in the function's line, refused at once when the line is full. The server
+    /// takes it before reading the request body, so a refused request costs nothing.
+    pub fn admit(&self) -> Result<Admitted<'_>, TargetError> {
+        Ok(match self {
+            Target::Rie(target) => Admitted::Rie(target, target.limiter().admit()?),
+            Target::Command(target) => Admitted::Command(target, target.limiter().admit()?),
+            Target::Aws(target) => Admitted::Aws(target),
+        })
     }
 
-    /// Invocations waiting for a free slot.
-    pub fn waiting(&self) -> usize {
-        match self {
-            Target::Rie(target) => target.waiting(),
-            Target::Command(target) => target.waiting(),
-            Target::Aws(_) => 0,
-        }
+    /// `(queued, running)`: invocations admitted that do not run yet, and those holding a
+    /// slot (abandoned ones that still run included).
+    pub fn admission(&self) -> (usize, usize) {
+        let limiter = match self {
+            Target::Rie(target) => target.limiter(),
+            Target::Command(target) => target.limiter(),
+            Target::Aws(_) => return (0, 0),
+        };
+        (limiter.queued(), limiter.running())
     }
 
     /// Stops what the target runs itself; in-flight invocations have drained by then.
@@ -196,14 +154,42 @@ impl Target {
     }
 }
 
+/// A request admitted to its function, ready to invoke once its event is built.
+pub enum Admitted<'a> {
+    Rie(&'a rie::RieTarget, Ticket),
+    Command(&'a command::CommandTarget, Ticket),
+    /// Lambda applies its own limits (429 `TooManyRequestsException`).
+    Aws(&'a aws::AwsTarget),
+}
+
+impl Admitted<'_> {
+    /// Invokes the function with `event`, all before `deadline`; `trace_id` is the
+    /// request's X-Ray trace header, for targets that pass one on.
+    pub async fn invoke(
+        self,
+        event: Bytes,
+        deadline: Instant,
+        trace_id: &str,
+    ) -> Result<Bytes, TargetError> {
+        match self {
+            Admitted::Rie(target, ticket) => target.invoke(ticket, event, deadline).await,
+            Admitted::Command(target, ticket) => {
+                target.invoke(ticket, event, deadline, trace_id).await
+            }
+            Admitted::Aws(target) => target.invoke(event, deadline).await,
+        }
+    }
+}
+
 /// Builds targets from rules, sharing what rules may share: one HTTP client for every local
-/// endpoint, one concurrency limit per endpoint however many hostnames point at it, and one
-/// AWS client per region. It lives as long as the server, so a reload keeps them: an
-/// invocation still running on the old rule table holds the same endpoint slot the new
-/// table uses, and an RIE never sees two invocations at once.
+/// endpoint, one [`Limiter`] per endpoint however many hostnames point at it, and one AWS
+/// client per region. It lives as long as the server, so a reload keeps them: an invocation
+/// still running on the old rule table holds a slot of the same limiter the new table uses
+/// (a reload that changes the limits changes them in place), and an RIE never sees more
+/// invocations at once than its `concurrency`.
 pub struct TargetFactory {
     rie_client: rie::RieClient,
-    rie_slots: HashMap<String, Arc<Slots>>,
+    rie_limiters: HashMap<String, Arc<Limiter>>,
     /// Loaded with the first `aws:` rule (a file without one does no AWS SDK work at all),
     /// for the file `region` it was loaded with.
     aws: Option<(Option<String>, aws::AwsClients)>,
@@ -213,7 +199,7 @@ impl TargetFactory {
     pub fn new() -> Self {
         TargetFactory {
             rie_client: rie::client(),
-            rie_slots: HashMap::new(),
+            rie_limiters: HashMap::new(),
             aws: None,
         }
     }
@@ -222,7 +208,7 @@ impl TargetFactory {
     pub async fn build(
         &mut self,
         config: &TargetConfig,
-        timeout: Duration,
+        timeout: std::time::Duration,
         file_region: Option<&str>,
     ) -> Target {
         match config {
@@ -231,21 +217,17 @@ impl TargetFactory {
                 Target::Command(command::CommandTarget::new(command, region, timeout))
             }
             TargetConfig::Rie(rie) => {
-                let limits = (rie.concurrency, rie.max_queue);
-                let slots = self
-                    .rie_slots
+                let limiter = self
+                    .rie_limiters
                     .entry(rie.invoke_uri.to_string())
-                    .and_modify(|slots| {
-                        if slots.limits() != limits {
-                            *slots = Arc::new(Slots::new(limits.0, limits.1));
-                        }
-                    })
-                    .or_insert_with(|| Arc::new(Slots::new(limits.0, limits.1)))
-                    .clone();
+                    .or_insert_with(|| Limiter::new(rie.concurrency, rie.max_queue));
+                if limiter.limits() != (rie.concurrency, rie.max_queue) {
+                    limiter.set_limits(rie.concurrency, rie.max_queue);
+                }
                 Target::Rie(Box::new(rie::RieTarget::new(
                     self.rie_client.clone(),
                     rie.invoke_uri.clone(),
-                    slots,
+                    limiter.clone(),
                 )))
             }
             TargetConfig::Aws(config) => {

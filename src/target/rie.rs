@@ -12,8 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use super::slots::Slots;
-use super::{ErrorObject, FinishOnDrop, TargetError, excerpt};
+use super::admission::{Limiter, Ticket};
+use super::{ErrorObject, TargetError, excerpt};
 use crate::event::MAX_RESULT_BYTES;
 
 /// One pooled keep-alive client, shared by every local target.
@@ -33,58 +33,60 @@ pub fn client() -> RieClient {
 pub struct RieTarget {
     client: RieClient,
     invoke_uri: Uri,
-    /// In-flight invocations allowed at the endpoint (RIE itself serves one at a time).
-    slots: Arc<Slots>,
+    /// In-flight invocations allowed at the endpoint (RIE itself serves one at a time),
+    /// shared by every rule that names it.
+    limiter: Arc<Limiter>,
 }
 
 impl RieTarget {
-    pub fn new(client: RieClient, invoke_uri: Uri, slots: Arc<Slots>) -> Self {
+    pub fn new(client: RieClient, invoke_uri: Uri, limiter: Arc<Limiter>) -> Self {
         RieTarget {
             client,
             invoke_uri,
-            slots,
+            limiter,
         }
     }
 
-    pub fn waiting(&self) -> usize {
-        self.slots.waiting()
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
-    pub async fn invoke(&self, event: Bytes, timeout: Duration) -> Result<Bytes, TargetError> {
-        let deadline = Instant::now() + timeout;
-        // Waiting for a free slot counts against the timeout, as queueing in Lambda would.
-        let slot = self.slots.acquire(deadline).await?;
+    pub async fn invoke(
+        &self,
+        ticket: Ticket,
+        event: Bytes,
+        deadline: Instant,
+    ) -> Result<Bytes, TargetError> {
         let request = Request::post(self.invoke_uri.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(event))
             .map_err(|e| TargetError::Transport(e.to_string()))?;
         let client = self.client.clone();
-        let call = FinishOnDrop::new(async move {
-            let _slot = slot;
-            let response = client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    TargetError::Unreachable(error_chain(&e))
-                } else {
-                    TargetError::Transport(error_chain(&e))
-                }
-            })?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_RESULT_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<LengthLimitError>().is_some() {
-                        TargetError::ResultTooLarge
+        ticket
+            .run(deadline, |slot| async move {
+                let _slot = slot;
+                let response = client.request(request).await.map_err(|e| {
+                    if e.is_connect() {
+                        TargetError::Unreachable(error_chain(&e))
                     } else {
-                        TargetError::Transport(e.to_string())
+                        TargetError::Transport(error_chain(&e))
                     }
-                })?
-                .to_bytes();
-            classify(status, body)
-        });
-        tokio::time::timeout_at(deadline, call)
+                })?;
+                let status = response.status();
+                let body = Limited::new(response.into_body(), MAX_RESULT_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        if e.downcast_ref::<LengthLimitError>().is_some() {
+                            TargetError::ResultTooLarge
+                        } else {
+                            TargetError::Transport(e.to_string())
+                        }
+                    })?
+                    .to_bytes();
+                classify(status, body)
+            })
             .await
-            .map_err(|_| TargetError::Timeout)?
     }
 }
 

@@ -1,5 +1,7 @@
 //! A scripted RIE look-alike for the failure shapes no real peer produces on demand. The
-//! function name in the invoke path picks the behaviour; the fake records concurrency.
+//! function name in the invoke path picks the behaviour; the fake records concurrency, and
+//! `gated` invocations wait until the test opens the gate, so tests order events without
+//! sleeping. [`ResettingPeer`] is an endpoint that accepts and then resets every connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +25,34 @@ pub struct Counters {
     pub max_in_flight: AtomicUsize,
     /// The `Authorization` header of every request, in order (SigV4 when the AWS SDK calls).
     pub authorizations: std::sync::Mutex<Vec<String>>,
+    /// `gated` invocations take a permit each before they answer.
+    gate: Gate,
+}
+
+struct Gate(tokio::sync::Semaphore);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(tokio::sync::Semaphore::new(0))
+    }
+}
+
+impl Counters {
+    /// Lets `count` waiting (or future) `gated` invocations answer.
+    pub fn open_gate(&self, count: usize) {
+        self.gate.0.add_permits(count);
+    }
+
+    /// Waits (up to 10 s) until the fake has `count` invocations in flight at once.
+    pub async fn wait_in_flight(&self, count: usize) {
+        let counters = self;
+        super::eventually(
+            &format!("{count} invocations in flight at the fake"),
+            Duration::from_secs(10),
+            || counters.in_flight.load(Ordering::SeqCst) == count,
+        )
+        .await;
+    }
 }
 
 pub struct FakeRie {
@@ -98,6 +128,22 @@ async fn answer(request: Request<Incoming>, counters: &Counters) -> Response<Ful
         "busy" => (400, Bytes::new()),
         "empty" => (200, Bytes::new()),
         "garbage" => (200, "<html>not json</html>".into()),
+        "status101" => (200, r#"{"statusCode":101,"body":"upgrade?"}"#.into()),
+        "huge-error" => {
+            let message = "m".repeat(1024 * 1024);
+            let body = format!(r#"{{"errorMessage":"{message}","errorType":"HugeError"}}"#);
+            (200, body.into())
+        }
+        "gated" => {
+            if let Ok(permit) = counters.gate.0.acquire().await {
+                permit.forget();
+            }
+            (200, r#"{"statusCode":200,"body":"gated"}"#.into())
+        }
+        "stall" => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            (200, r#"{"statusCode":200,"body":"stalled"}"#.into())
+        }
         "statusless-error" => (500, "internal".into()),
         // Lambda API errors, as the Invoke API sends them.
         "throttled" => (
@@ -128,4 +174,37 @@ async fn answer(request: Request<Incoming>, counters: &Counters) -> Response<Ful
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     response
+}
+
+/// An endpoint that accepts each connection, reads what arrives, and resets it (RST, via a
+/// zero linger time): a peer that crashes mid-invoke.
+pub struct ResettingPeer {
+    pub addr: SocketAddr,
+}
+
+impl ResettingPeer {
+    pub async fn start() -> ResettingPeer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await;
+                    // A zero linger time resets instead of closing, and never blocks on drop.
+                    #[allow(deprecated)]
+                    let _ = stream.set_linger(Some(Duration::ZERO));
+                    drop(stream);
+                });
+            }
+        });
+        ResettingPeer { addr }
+    }
+
+    pub fn rule(&self, hostname: &str, extra: &str) -> String {
+        format!(
+            "  - hostname: {hostname}\n    endpoint: http://{}\n{extra}",
+            self.addr
+        )
+    }
 }

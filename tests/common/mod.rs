@@ -6,10 +6,10 @@
 pub mod fake_rie;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,41 +53,77 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn wait_for_port(port: u16, what: &str) {
+/// Waits until something accepts connections on `port` (a peer that prints nothing when
+/// it is ready), asserting it within the startup limit.
+async fn wait_for_port(port: u16, what: &str) {
+    eventually(what, STARTUP_LIMIT, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+}
+
+/// Waits for `condition`, checking every 10 ms without blocking the test's runtime, and
+/// fails the test with `what` if it does not hold within `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < STARTUP_LIMIT, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(25));
+    while !condition() {
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-/// Collects a child's output lines, so a failing test can show them.
+/// Collects a child's output lines, so a test can wait for one and a failing test can show
+/// them all. Each new line wakes the waiters: no polling.
 #[derive(Clone, Default)]
-pub struct Output(Arc<Mutex<Vec<String>>>);
+pub struct Output(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl Output {
     fn capture(&self, stream: impl std::io::Read + Send + 'static) {
-        let lines = self.0.clone();
+        let shared = self.0.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
+                shared.0.lock().unwrap().push(line);
+                shared.1.notify_all();
             }
         });
     }
 
     pub fn text(&self) -> String {
-        self.0.lock().unwrap().join("\n")
+        self.0.0.lock().unwrap().join("\n")
     }
 
+    /// The first line containing `needle`, waiting up to `limit` for it. Blocks: from async
+    /// code, use [`Output::line_with`].
     pub fn wait_for(&self, needle: &str, limit: Duration) -> Option<String> {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Some(line) = self.0.lock().unwrap().iter().find(|l| l.contains(needle)) {
+        let deadline = Instant::now() + limit;
+        let (lines, arrived) = &*self.0;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| l.contains(needle)) {
                 return Some(line.clone());
             }
-            std::thread::sleep(Duration::from_millis(10));
+            let left = deadline.checked_duration_since(Instant::now())?;
+            lines = arrived.wait_timeout(lines, left).unwrap().0;
         }
-        None
+    }
+
+    /// [`Output::wait_for`] off the async runtime's threads.
+    pub async fn line_with(&self, needle: &str, limit: Duration) -> Option<String> {
+        let (output, needle) = (self.clone(), needle.to_owned());
+        tokio::task::spawn_blocking(move || output.wait_for(&needle, limit))
+            .await
+            .expect("the wait does not panic")
+    }
+
+    /// How many lines contain `needle` so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.0
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 }
 
@@ -123,15 +159,26 @@ impl Process {
         assert!(status.success());
     }
 
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// The process's resident set size, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the process is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
     }
 }
 
@@ -221,13 +268,42 @@ impl Lrp {
     }
 
     /// Waits (up to 5 s: lrp's output is read on another thread) for a log line with `needle`.
-    pub fn expect_log(&self, needle: &str) {
-        let found = self.process.output.wait_for(needle, Duration::from_secs(5));
-        assert!(
-            found.is_some(),
-            "no log line with {needle:?} in:\n{}",
-            self.logs()
-        );
+    pub async fn expect_log(&self, needle: &str) -> String {
+        let found = self
+            .process
+            .output
+            .line_with(needle, Duration::from_secs(5))
+            .await;
+        found.unwrap_or_else(|| panic!("no log line with {needle:?} in:\n{}", self.logs()))
+    }
+
+    /// The value of one sample in `/metrics`, such as
+    /// `lrp_queued_invocations{rule="a"}`; 0 when it is not there.
+    pub async fn metric(&self, sample: &str) -> i64 {
+        let reply = send(self.request("GET", "lrp", "/metrics"), "").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply
+            .text()
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (up to 10 s) until `/metrics` shows `sample` at `value`.
+    pub async fn wait_metric(&self, sample: &str, value: i64) {
+        let started = Instant::now();
+        loop {
+            let now = self.metric(sample).await;
+            if now == value {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{sample} stayed at {now}, not {value}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -250,7 +326,7 @@ pub struct Emulator {
 
 impl Emulator {
     /// Starts the emulator for functions named `function` (the RIE name) and `echo`.
-    pub fn start() -> Emulator {
+    pub async fn start() -> Emulator {
         let project = tempfile::tempdir().expect("a temp dir");
         // cargo-lambda serves the functions a Cargo package declares as binaries.
         std::fs::create_dir(project.path().join("src")).expect("src dir");
@@ -269,7 +345,7 @@ impl Emulator {
             .args(["-A", "127.0.0.1", "-P", &port.to_string()])
             .current_dir(project.path());
         let process = Process::spawn(&mut command);
-        wait_for_port(port, "the cargo-lambda emulator");
+        wait_for_port(port, "the cargo-lambda emulator").await;
         Emulator {
             process,
             port,
@@ -308,12 +384,12 @@ pub struct Moto {
 impl Moto {
     /// In moto's default mode an invoke of an unknown function is `ResourceNotFoundException`
     /// (nothing runs, so no Docker is needed for that answer).
-    pub fn start() -> Moto {
+    pub async fn start() -> Moto {
         let port = free_port();
         let mut command = Command::new(tool("moto_server"));
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let process = Process::spawn(&mut command);
-        wait_for_port(port, "moto_server");
+        wait_for_port(port, "moto_server").await;
         Moto { process, port }
     }
 

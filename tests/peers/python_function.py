@@ -16,6 +16,16 @@ def handler(event, context):
         os._exit(3)
     if path.startswith("/sleep/"):
         time.sleep(int(path.split("/")[2]) / 1000)
+    if path.startswith("/barrier/"):
+        # Marks its arrival, then waits (up to 10 s) for the others: succeeds only when
+        # int(n) invocations run at once.
+        count, folder = int(path.split("/")[2]), event["queryStringParameters"]["dir"]
+        open(os.path.join(folder, context.aws_request_id), "w").close()
+        for _ in range(1000):
+            if len(os.listdir(folder)) >= count:
+                return {"statusCode": 200, "body": "all arrived"}
+            time.sleep(0.01)
+        raise TimeoutError("the other invocations never arrived")
     return {
         "statusCode": 200,
         "headers": {"content-type": "application/json", "x-function": "python"},

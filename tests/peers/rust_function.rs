@@ -4,6 +4,8 @@
 //! - `/error`: fails, as a handler error;
 //! - `/sleep/{ms}`: waits, then echoes;
 //! - `/exit`: ends the process mid-invocation;
+//! - `/barrier/{n}?dir=D`: marks its arrival in directory D, then waits (up to 10 s) until n
+//!   invocations have arrived, and fails if they do not: it succeeds only when n run at once;
 //! - anything else: a 200 response whose body is the whole event it received.
 
 use std::time::Duration;
@@ -34,6 +36,21 @@ async fn handle(invocation: LambdaEvent<Value>) -> Result<Value, Error> {
     }
     if path == "/exit" {
         std::process::exit(3);
+    }
+    if let Some(count) = path.strip_prefix("/barrier/") {
+        let count: usize = count.parse()?;
+        let dir = event["queryStringParameters"]["dir"]
+            .as_str()
+            .ok_or("no dir")?
+            .to_owned();
+        std::fs::write(format!("{dir}/{}", invocation.context.request_id), "")?;
+        for _ in 0..1000 {
+            if std::fs::read_dir(&dir)?.count() >= count {
+                return Ok(json!({"statusCode": 200, "body": "all arrived"}));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        return Err("the other invocations never arrived".into());
     }
     if let Some(ms) = path.strip_prefix("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse()?)).await;

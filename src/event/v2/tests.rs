@@ -43,7 +43,7 @@ impl RequestBuilder {
     fn event_bytes(self) -> Vec<u8> {
         let (parts, ()) = self.request.body(()).unwrap().into_parts();
         let host = Host::of_request(&parts.uri, &parts.headers)
-            .unwrap_or_else(|| Host::parse("fallback").unwrap());
+            .unwrap_or_else(|_| Host::parse("fallback").unwrap());
         let incoming = IncomingRequest {
             parts: &parts,
             body: &self.body,
@@ -336,6 +336,9 @@ fn malformed_results_are_errors() {
         "not json",
         "{\"statusCode\": 200",
         r#"{"statusCode": 99}"#,
+        r#"{"statusCode": 100}"#,
+        r#"{"statusCode": 101}"#,
+        r#"{"statusCode": "199"}"#,
         r#"{"statusCode": 600}"#,
         r#"{"statusCode": "abc"}"#,
         r#"{"statusCode": true}"#,

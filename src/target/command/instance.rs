@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -32,8 +32,9 @@ pub struct FunctionSpec {
 
 pub struct Instance {
     pub id: u64,
-    process_group: i32,
+    process: Arc<ProcessGroup>,
     invocations: mpsc::Sender<Invocation>,
+    /// Set when the instance can serve no more: it reported an init error, or exited.
     death: watch::Receiver<Option<Death>>,
     api: JoinHandle<()>,
     pub served: u64,
@@ -74,24 +75,26 @@ impl Instance {
                 return Err(e);
             }
         };
-        let process_group = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .unwrap_or(0);
+        let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+            api.abort();
+            return Err(std::io::Error::other("the runtime exited at once"));
+        };
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(forward_lines(stdout, spec.name.clone(), id, "stdout"));
         }
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_lines(stderr, spec.name.clone(), id, "stderr"));
         }
+        let process = Arc::new(ProcessGroup {
+            running: Mutex::new(Some(pid)),
+            exited: watch::channel(false).0,
+        });
         let name = spec.name.clone();
+        let reaper = process.clone();
         tokio::spawn(async move {
-            let status = child.wait().await;
-            // Whatever the runtime started in its group goes with it.
-            kill_group(process_group, libc::SIGKILL);
-            let description = match status {
-                Ok(status) => format!("Runtime exited with error: {status}"),
-                Err(e) => format!("Runtime exited: {e}"),
+            let description = match reaper.reap(child).await {
+                Some(status) => format!("Runtime exited with error: {status}"),
+                None => "Runtime exited".to_owned(),
             };
             tracing::debug!(function = %name, instance = id, "{description}");
             death_sender.send_if_modified(|death| {
@@ -106,7 +109,7 @@ impl Instance {
         tracing::info!(function = %spec.name, instance = id, %runtime_api, "started an instance");
         Ok(Instance {
             id,
-            process_group,
+            process,
             invocations,
             death,
             api,
@@ -115,6 +118,7 @@ impl Instance {
         })
     }
 
+    /// It reported an init error or exited: it can serve no more (it may still be running).
     pub fn is_dead(&self) -> bool {
         self.death.borrow().is_some()
     }
@@ -148,30 +152,108 @@ impl Instance {
         }
     }
 
-    /// Asks the runtime to stop (SIGTERM), and kills it if it has not within `grace`.
-    pub async fn stop(mut self, grace: Duration) {
-        kill_group(self.process_group, libc::SIGTERM);
-        let _ = tokio::time::timeout(grace, self.death.wait_for(Option::is_some)).await;
+    /// Asks the runtime to stop (SIGTERM), and kills it if it has not exited within `grace`.
+    pub async fn stop(self, grace: Duration) {
+        self.process.signal(libc::SIGTERM);
+        let mut exited = self.process.exited.subscribe();
+        let _ = tokio::time::timeout(grace, exited.wait_for(|exited| *exited)).await;
+        // Drop sends SIGKILL if it is still running.
     }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if !self.is_dead() {
-            kill_group(self.process_group, libc::SIGKILL);
-        }
+        // Whatever it reported, a live process goes with its instance.
+        self.process.signal(libc::SIGKILL);
         self.api.abort();
     }
 }
 
-/// Sends `signal` to every process in the group.
-fn kill_group(process_group: i32, signal: i32) {
-    if process_group > 0 {
-        // SAFETY: killpg only sends a signal; the group is one this instance created.
-        unsafe {
-            libc::killpg(process_group, signal);
+/// The runtime's process group, signalled only while its leader has not been reaped: once
+/// it is, the pid may belong to another process.
+struct ProcessGroup {
+    /// The leader's pid (which is the group's id) until it is reaped.
+    running: Mutex<Option<i32>>,
+    exited: watch::Sender<bool>,
+}
+
+impl ProcessGroup {
+    /// Sends `signal` to every process in the group, unless the leader was reaped.
+    fn signal(&self, signal: i32) {
+        if let Ok(running) = self.running.lock()
+            && let Some(group) = *running
+        {
+            // SAFETY: killpg only sends a signal. The group's leader is this instance's child
+            // and not yet reaped (we hold the lock the reaper takes), so the id is still ours.
+            unsafe {
+                libc::killpg(group, signal);
+            }
         }
     }
+
+    /// Waits for the leader to exit, kills what it left in its group while its pid still
+    /// names the group (an unreaped zombie keeps it), then reaps it.
+    async fn reap(&self, mut child: tokio::process::Child) -> Option<std::process::ExitStatus> {
+        let pid = self.running.lock().ok().and_then(|running| *running);
+        if let Some(pid) = pid {
+            exit_without_reaping(pid).await;
+        }
+        let status = {
+            let mut running = self.running.lock().ok()?;
+            if let Some(group) = running.take() {
+                // SAFETY: as in `signal`: the leader is a zombie we have not reaped.
+                unsafe {
+                    libc::killpg(group, libc::SIGKILL);
+                }
+            }
+            child.try_wait()
+        };
+        let status = match status {
+            Ok(Some(status)) => Some(status),
+            // Only when the wait above ended without an exit (it cannot watch the process).
+            _ => child.wait().await.ok(),
+        };
+        self.exited.send_replace(true);
+        status
+    }
+}
+
+/// Resolves when process `pid` (a child of ours) has exited, leaving it unreaped.
+async fn exit_without_reaping(pid: i32) {
+    #[cfg(target_os = "linux")]
+    if let Some(pidfd) = pidfd(pid) {
+        // A pidfd becomes readable when its process exits, and reading it reaps nothing.
+        let _ = pidfd.readable().await;
+        return;
+    }
+    // Elsewhere: ask waitid, without reaping, every 50 ms.
+    while !has_exited(pid) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether child `pid` has exited (or cannot be waited for), without reaping it.
+fn has_exited(pid: i32) -> bool {
+    // SAFETY: a zeroed siginfo_t is valid; waitid only writes into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: waitid with WNOWAIT only reads the child's state.
+    let result = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    // SAFETY: waitid sets si_pid (0 while the child runs).
+    result != 0 || unsafe { info.si_pid() } != 0
+}
+
+#[cfg(target_os = "linux")]
+fn pidfd(pid: i32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the descriptor was just opened and is owned by nobody else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .ok()
 }
 
 /// On Linux, the runtime is killed if lrp itself dies without the chance to stop it.

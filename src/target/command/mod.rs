@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use self::instance::{FunctionSpec, Instance};
 use self::runtime_api::{Death, Outcome};
-use super::slots::Slots;
-use super::{FinishOnDrop, TargetError};
+use super::TargetError;
+use super::admission::{Limiter, Ticket};
 use crate::config::CommandConfig;
 
 /// How long a stopping runtime gets between SIGTERM and SIGKILL.
@@ -28,7 +28,7 @@ pub struct CommandTarget {
 
 struct Pool {
     spec: FunctionSpec,
-    slots: Slots,
+    limiter: Arc<Limiter>,
     idle: Mutex<Vec<Instance>>,
     next_instance: AtomicU64,
     init: Mutex<InitBackoff>,
@@ -55,7 +55,7 @@ impl CommandTarget {
         };
         let pool = Arc::new(Pool {
             spec,
-            slots: Slots::new(config.concurrency, config.max_queue),
+            limiter: Limiter::new(config.concurrency, config.max_queue),
             idle: Mutex::new(Vec::new()),
             next_instance: AtomicU64::new(1),
             init: Mutex::new(InitBackoff::default()),
@@ -66,23 +66,27 @@ impl CommandTarget {
         CommandTarget { pool }
     }
 
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.pool.limiter
+    }
+
     pub async fn invoke(
         &self,
+        ticket: Ticket,
         event: Bytes,
-        timeout: Duration,
+        deadline: Instant,
         trace_id: &str,
     ) -> Result<Bytes, TargetError> {
-        let deadline = Instant::now() + timeout;
-        let slot = self.pool.slots.acquire(deadline).await?;
         let pool = self.pool.clone();
         let trace_id = trace_id.to_owned();
         // A client that goes away cannot leave an instance half-way through an invocation: it
         // finishes, or is killed at the deadline.
-        FinishOnDrop::new(async move {
-            let _slot = slot;
-            pool.run(event, deadline, &trace_id).await
-        })
-        .await
+        ticket
+            .run(deadline, |slot| async move {
+                let _slot = slot;
+                pool.run(event, deadline, &trace_id).await
+            })
+            .await
     }
 
     /// Stops every idle instance: SIGTERM, then SIGKILL after a grace period.
@@ -93,10 +97,6 @@ impl CommandTarget {
         };
         let stops = idle.into_iter().map(|instance| instance.stop(STOP_GRACE));
         futures_util::future::join_all(stops).await;
-    }
-
-    pub fn waiting(&self) -> usize {
-        self.pool.slots.waiting()
     }
 }
 

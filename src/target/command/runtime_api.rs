@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::error::json_response;
 use crate::event::MAX_RESULT_BYTES;
 use crate::target::ErrorObject;
 
@@ -298,7 +299,7 @@ fn describe_error(header_type: Option<String>, body: &[u8]) -> (String, String) 
 }
 
 fn accepted() -> Response<Full<Bytes>> {
-    json_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#.to_owned())
+    json_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#).map(Full::new)
 }
 
 fn invalid_state(message: &str) -> Response<Full<Bytes>> {
@@ -307,17 +308,7 @@ fn invalid_state(message: &str) -> Response<Full<Bytes>> {
 
 fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({"errorMessage": message, "errorType": error_type});
-    json_response(status, body.to_string())
-}
-
-fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, body.to_string()).map(Full::new)
 }
 
 #[cfg(test)]

@@ -1,0 +1,289 @@
+//! One request from arrival to response: internal route? → host → rule → admission → body →
+//! event → invoke → response, with its log line and metrics. The rules themselves live in
+//! `router`, `event` and `target`; this is the order they run in, and the bounds around them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tracing::{Level, debug};
+
+use super::{Proxy, Route, State};
+use crate::error::ProxyError;
+use crate::event::{self, IncomingRequest, MAX_EVENT_BYTES};
+use crate::ids;
+use crate::router::{Host, HostError, InternalRoute, internal_route};
+
+/// The header HTTP API uses to give every response its request id.
+const REQUEST_ID_HEADER: &str = "apigw-requestid";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// One request from arrival to response.
+pub(super) async fn handle(
+    state: &State,
+    peer: SocketAddr,
+    local_port: u16,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let request_id = ids::api_request_id();
+    let (parts, body) = request.into_parts();
+    // This request keeps the table it started with, whatever a reload does meanwhile.
+    let proxy = state.proxy.load_full();
+
+    if let Some(route) = internal_route(
+        &proxy.internal_route_prefix,
+        &parts.method,
+        parts.uri.path(),
+    ) {
+        let response = internal_response(route, state, &proxy);
+        debug!(method = %parts.method, path = parts.uri.path(),
+            status = response.status().as_u16(), "internal route");
+        return finish(response, &request_id);
+    }
+
+    let host = request_host(&parts);
+    let route = host.as_ref().ok().and_then(|h| proxy.table.lookup(h));
+    let outcome = match (&host, route) {
+        (Err(error), _) => Err(error.clone()),
+        (Ok(host), None) => Err(ProxyError::NoRule(host.clone())),
+        (Ok(host), Some(route)) => {
+            let context = RequestContext {
+                parts: &parts,
+                host,
+                peer_ip: peer.ip().to_canonical(),
+                local_port,
+                request_id: &request_id,
+            };
+            let _running = route.metrics.in_flight();
+            invoke(route, &context, body, started).await
+        }
+    };
+
+    let status = outcome.as_ref().map_or_else(|e| e.status(), |r| r.status());
+    let took = started.elapsed();
+    match route {
+        Some(route) => route.metrics.finished(status, took),
+        None => state.metrics.unrouted(status),
+    }
+    let host_text = host.as_ref().map_or("-", Host::as_str);
+    let rule = route.map_or("-", |r| r.name.as_str());
+    // Whole microseconds: a short number in either log format.
+    let duration_ms = took.as_micros() as f64 / 1000.0;
+    macro_rules! log_request {
+        ($level:expr, $($error:tt)*) => {
+            // Display, not Debug, for text HTTP already restricts to visible ASCII: cheaper.
+            tracing::event!($level, method = %parts.method, host = %host_text,
+                path = %parts.uri.path(), status = status.as_u16(), rule = %rule, duration_ms,
+                request_id = %request_id, $($error)* "request")
+        };
+    }
+    let response = match outcome {
+        Ok(response) => {
+            log_request!(Level::INFO,);
+            response
+        }
+        Err(error) => {
+            let (kind, cause) = (error.kind(), &error);
+            state.metrics.error(kind);
+            if status.is_server_error() {
+                log_request!(Level::WARN, error = kind, cause = %cause,);
+            } else {
+                log_request!(Level::INFO, error = kind, cause = %cause,);
+            }
+            error.to_response()
+        }
+    };
+    finish(response, &request_id)
+}
+
+/// The host to route by, or why the request cannot be routed at all.
+fn request_host(parts: &http::request::Parts) -> Result<Host, ProxyError> {
+    // A 2xx answer to CONNECT tells the client a tunnel is open (RFC 9110 §9.3.6).
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
+    }
+    Host::of_request(&parts.uri, &parts.headers).map_err(|error| match error {
+        HostError::Missing => ProxyError::MissingHost,
+        HostError::Repeated => ProxyError::InvalidHost("more than one Host header"),
+        HostError::Invalid => ProxyError::InvalidHost("a Host header that is not a host"),
+    })
+}
+
+struct RequestContext<'a> {
+    parts: &'a http::request::Parts,
+    host: &'a Host,
+    peer_ip: IpAddr,
+    local_port: u16,
+    request_id: &'a str,
+}
+
+/// Admission first, so a request refused for a full queue never has its body read; then one
+/// deadline, counted from the request's arrival, bounds the body, the wait for a slot and the
+/// invocation together.
+async fn invoke(
+    route: &Route,
+    context: &RequestContext<'_>,
+    body: Incoming,
+    started: Instant,
+) -> Result<Response<Bytes>, ProxyError> {
+    // Rule timeouts are at most 15 minutes (the config checks it): no overflow.
+    let deadline = started + route.timeout;
+    let admitted = route.target.admit()?;
+    let received = SystemTime::now();
+    let body = tokio::time::timeout_at(deadline, read_body(context.parts, body))
+        .await
+        .map_err(|_| ProxyError::BodyTimeout)??;
+    let trace_id = context
+        .parts
+        .headers
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| ids::trace_id(received), str::to_owned);
+    let incoming = IncomingRequest {
+        parts: context.parts,
+        body: &body,
+        host: context.host,
+        peer_ip: context.peer_ip,
+        local_port: context.local_port,
+        request_id: context.request_id,
+        trace_id: &trace_id,
+        received,
+    };
+    let event = event::v2::to_event(&incoming).map_err(|_| ProxyError::RequestTooLarge)?;
+    drop(body);
+    let result = admitted
+        .invoke(Bytes::from(event), deadline, &trace_id)
+        .await?;
+    Ok(event::v2::from_result(result)?)
+}
+
+/// Reads the body, never buffering more than an event may hold. Memory grows with the bytes
+/// that arrive, whatever `Content-Length` claims.
+async fn read_body(parts: &http::request::Parts, body: Incoming) -> Result<Bytes, ProxyError> {
+    if declared_length(parts).is_some_and(|length| length > MAX_EVENT_BYTES as u64) {
+        discard_rest(parts, body);
+        return Err(ProxyError::RequestTooLarge);
+    }
+    match Limited::new(body, MAX_EVENT_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(ProxyError::RequestTooLarge),
+        Err(error) => Err(ProxyError::BodyRead(error.to_string())),
+    }
+}
+
+fn declared_length(parts: &http::request::Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads and drops what is left of a refused body, so that a client still sending it gets to
+/// read the 413 instead of a reset connection (nginx's lingering close). Bounded in time and
+/// bytes; a client that asked `Expect: 100-continue` was told no and sends nothing.
+fn discard_rest(parts: &http::request::Parts, mut body: Incoming) {
+    const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
+    const DISCARD_TIME: Duration = Duration::from_secs(5);
+    if parts.headers.contains_key(header::EXPECT) {
+        return;
+    }
+    tokio::spawn(tokio::time::timeout(DISCARD_TIME, async move {
+        let mut discarded = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            discarded += frame.data_ref().map_or(0, Bytes::len);
+            if discarded > DISCARD_LIMIT {
+                break;
+            }
+        }
+    }));
+}
+
+fn internal_response(route: InternalRoute, state: &State, proxy: &Proxy) -> Response<Bytes> {
+    if route == InternalRoute::Metrics {
+        for route in proxy.table.routes() {
+            let (queued, running) = route.target.admission();
+            route.metrics.set_admission(queued, running);
+        }
+    }
+    let (status, content_type, body) = match route {
+        InternalRoute::Ping => (StatusCode::OK, TEXT, Bytes::from_static(b"pong")),
+        InternalRoute::Healthz if state.draining.load(Ordering::Acquire) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            Bytes::from_static(b"shutting down"),
+        ),
+        InternalRoute::Healthz => (StatusCode::OK, TEXT, Bytes::from_static(b"ok")),
+        InternalRoute::Metrics => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Bytes::from(state.metrics.encode()),
+        ),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn finish(response: Response<Bytes>, request_id: &str) -> Response<Full<Bytes>> {
+    let mut response = response.map(Full::new);
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(request: http::request::Builder) -> http::request::Parts {
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn connect_and_bad_hosts_are_refused_before_routing() {
+        let connect = parts(Request::connect("a:443").header("host", "a:443"));
+        assert!(matches!(
+            request_host(&connect),
+            Err(ProxyError::MethodNotAllowed(_))
+        ));
+        let two = parts(
+            Request::get("/")
+                .header("host", "a")
+                .header("host", "other"),
+        );
+        assert!(matches!(
+            request_host(&two),
+            Err(ProxyError::InvalidHost(_))
+        ));
+        let none = parts(Request::get("/"));
+        assert!(matches!(request_host(&none), Err(ProxyError::MissingHost)));
+        let one = parts(Request::get("/").header("host", "A:8080"));
+        assert_eq!(request_host(&one).unwrap().as_str(), "a");
+    }
+
+    #[test]
+    fn a_claimed_length_is_read_but_never_trusted_for_allocation() {
+        let claimed = parts(Request::post("/").header("content-length", "6291457"));
+        assert_eq!(declared_length(&claimed), Some(6_291_457));
+        let garbage = parts(Request::post("/").header("content-length", "lots"));
+        assert_eq!(declared_length(&garbage), None);
+    }
+
+    #[test]
+    fn responses_carry_the_request_id() {
+        let response = finish(Response::new(Bytes::new()), "QQCtFipSIAMEPNQ=");
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "QQCtFipSIAMEPNQ=");
+    }
+}
