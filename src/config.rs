@@ -237,12 +237,13 @@ impl fmt::Display for Config {
                 )?,
                 TargetConfig::Command(command) => writeln!(
                     f,
-                    "  {} -> command {:?} in {} (function {}, concurrency {}, timeout {timeout})",
+                    "  {} -> command {:?} in {} (function {}, concurrency {}, max_queue {}, timeout {timeout})",
                     rule.hostname,
                     command.command,
                     command.working_dir.display(),
                     command.function_name,
-                    command.concurrency
+                    command.concurrency,
+                    command.max_queue
                 )?,
                 TargetConfig::Aws(aws) => writeln!(
                     f,

@@ -103,16 +103,15 @@ async fn an_http2_client_that_resets_queued_streams_leaves_no_queue_behind() {
             .unwrap();
         async move { sender.send_request(request).await }
     };
-    // One stream runs, twenty more queue on the same connection.
-    let streams: Vec<_> = (0..21).map(|_| tokio::spawn(request(&sender))).collect();
+    // One stream runs, then twenty more queue on the same connection.
+    let first = tokio::spawn(request(&sender));
     fake.counters.wait_in_flight(1).await;
+    let queued: Vec<_> = (0..20).map(|_| tokio::spawn(request(&sender))).collect();
     lrp.wait_metric(QUEUED, 20).await;
 
-    // Dropping a response future resets its stream (RST_STREAM): all but the running one.
-    let mut streams = streams.into_iter();
-    let first = streams.next().unwrap();
-    for queued in streams {
-        queued.abort();
+    // Dropping a response future resets its stream (RST_STREAM).
+    for stream in queued {
+        stream.abort();
     }
     lrp.wait_metric(QUEUED, 0).await;
 

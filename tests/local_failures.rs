@@ -154,6 +154,7 @@ async fn waiting_for_a_slot_counts_against_the_timeout() {
     fake.counters.open_gate(1);
     assert_eq!(first.await.unwrap().status, 200);
     assert_eq!(fake.counters.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(fake.counters.max_in_flight.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

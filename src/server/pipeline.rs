@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::{Level, debug};
@@ -51,8 +52,14 @@ pub(super) async fn handle(
     let host = request_host(&parts);
     let route = host.as_ref().ok().and_then(|h| proxy.table.lookup(h));
     let outcome = match (&host, route) {
-        (Err(error), _) => Err(error.clone()),
-        (Ok(host), None) => Err(ProxyError::NoRule(host.clone())),
+        (Err(error), _) => {
+            discard_rest(&parts, body);
+            Err(error.clone())
+        }
+        (Ok(host), None) => {
+            discard_rest(&parts, body);
+            Err(ProxyError::NoRule(host.clone()))
+        }
         (Ok(host), Some(route)) => {
             let context = RequestContext {
                 parts: &parts,
@@ -135,7 +142,13 @@ async fn invoke(
 ) -> Result<Response<Bytes>, ProxyError> {
     // Rule timeouts are at most 15 minutes (the config checks it): no overflow.
     let deadline = started + route.timeout;
-    let admitted = route.target.admit()?;
+    let admitted = match route.target.admit() {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            discard_rest(context.parts, body);
+            return Err(refused.into());
+        }
+    };
     let received = SystemTime::now();
     let body = tokio::time::timeout_at(deadline, read_body(context.parts, body))
         .await
@@ -186,13 +199,14 @@ fn declared_length(parts: &http::request::Parts) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Reads and drops what is left of a refused body, so that a client still sending it gets to
-/// read the 413 instead of a reset connection (nginx's lingering close). Bounded in time and
-/// bytes; a client that asked `Expect: 100-continue` was told no and sends nothing.
+/// Reads and drops what is left of a body lrp refused without reading (413, 429, 404, 400),
+/// so that a client still sending it gets to read the answer instead of a reset connection
+/// (nginx's lingering close). Bounded in time and bytes, and never buffered; a client that
+/// asked `Expect: 100-continue` was told no and sends nothing.
 fn discard_rest(parts: &http::request::Parts, mut body: Incoming) {
     const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
     const DISCARD_TIME: Duration = Duration::from_secs(5);
-    if parts.headers.contains_key(header::EXPECT) {
+    if body.is_end_stream() || parts.headers.contains_key(header::EXPECT) {
         return;
     }
     tokio::spawn(tokio::time::timeout(DISCARD_TIME, async move {

@@ -222,6 +222,14 @@ impl Lrp {
         Self::spawn(path, [("RUST_LOG", "info")], None)
     }
 
+    pub fn start_file_with<K, V>(path: &Path, env: impl IntoIterator<Item = (K, V)>) -> Lrp
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        Self::spawn(path, env, None)
+    }
+
     fn spawn<K, V>(
         path: &Path,
         env: impl IntoIterator<Item = (K, V)>,
