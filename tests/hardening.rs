@@ -43,13 +43,17 @@ async fn read_head(stream: &mut TcpStream) -> String {
 const QUEUED: &str = r#"lrp_queued_invocations{rule="gated"}"#;
 const RUNNING: &str = r#"lrp_running_invocations{rule="gated"}"#;
 
+/// lrp with one rule, `gated`, on a fake whose invocations wait for the test to open its gate.
+async fn gated(max_queue: usize) -> (FakeRie, Lrp) {
+    let fake = FakeRie::start().await;
+    let extra = format!("    max_queue: {max_queue}\n");
+    let lrp = Lrp::start(&format!("local:\n{}", fake.rule("gated", "gated", &extra)));
+    (fake, lrp)
+}
+
 #[tokio::test]
 async fn clients_that_give_up_while_queued_give_back_their_places() {
-    let fake = FakeRie::start().await;
-    let lrp = Lrp::start(&format!(
-        "local:\n{}",
-        fake.rule("gated", "gated", "    max_queue: 3\n")
-    ));
+    let (fake, lrp) = gated(3).await;
     let running = tokio::spawn(send(lrp.request("GET", "gated", "/"), ""));
     fake.counters.wait_in_flight(1).await;
 
@@ -84,11 +88,7 @@ async fn clients_that_give_up_while_queued_give_back_their_places() {
 
 #[tokio::test]
 async fn an_http2_client_that_resets_queued_streams_leaves_no_queue_behind() {
-    let fake = FakeRie::start().await;
-    let lrp = Lrp::start(&format!(
-        "local:\n{}",
-        fake.rule("gated", "gated", "    max_queue: 30\n")
-    ));
+    let (fake, lrp) = gated(30).await;
     let stream = TcpStream::connect(lrp.addr).await.unwrap();
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -131,11 +131,7 @@ async fn an_http2_client_that_resets_queued_streams_leaves_no_queue_behind() {
 
 #[tokio::test]
 async fn a_full_queue_is_refused_before_the_body_is_read() {
-    let fake = FakeRie::start().await;
-    let lrp = Lrp::start(&format!(
-        "local:\n{}",
-        fake.rule("gated", "gated", "    max_queue: 1\n")
-    ));
+    let (fake, lrp) = gated(1).await;
     let running = tokio::spawn(send(lrp.request("GET", "gated", "/"), ""));
     fake.counters.wait_in_flight(1).await;
     let queued = tokio::spawn(send(lrp.request("GET", "gated", "/"), ""));
