@@ -15,6 +15,7 @@ use http::Uri;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::event::{Format, RestOptions};
 use crate::router::HostPattern;
 
 /// HTTP API's integration timeout limit, the default for every rule.
@@ -25,6 +26,9 @@ pub const DEFAULT_RIE_FUNCTION_NAME: &str = "function";
 pub const DEFAULT_REGION: &str = "eu-central-1";
 /// Invocations that may wait for a free slot, per function.
 pub const DEFAULT_MAX_QUEUE: usize = 100;
+/// The stage of REST events when a rule names none: SAM's default stage name, so a function
+/// tested with `sam local` sees the same.
+pub const DEFAULT_REST_STAGE: &str = "Prod";
 /// Open client connections; past it lrp stops accepting until one closes.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// How long a client connection may stay open with no request in flight (ALB's default).
@@ -72,6 +76,8 @@ pub struct Rule {
     pub hostname: HostPattern,
     pub target: TargetConfig,
     pub timeout: Duration,
+    /// The event format the function receives, and whose answers the client gets.
+    pub event: Format,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,15 +235,16 @@ impl fmt::Display for Config {
         writeln!(f, "rules:")?;
         for rule in &self.rules {
             let timeout = humantime::format_duration(rule.timeout);
+            let event = EventDisplay(&rule.event);
             match &rule.target {
                 TargetConfig::Rie(rie) => writeln!(
                     f,
-                    "  {} -> local {} (concurrency {}, max_queue {}, timeout {timeout})",
+                    "  {} -> local {} (event {event}, concurrency {}, max_queue {}, timeout {timeout})",
                     rule.hostname, rie.invoke_uri, rie.concurrency, rie.max_queue
                 )?,
                 TargetConfig::Command(command) => writeln!(
                     f,
-                    "  {} -> command {:?} in {} (function {}, concurrency {}, max_queue {}, timeout {timeout})",
+                    "  {} -> command {:?} in {} (function {}, event {event}, concurrency {}, max_queue {}, timeout {timeout})",
                     rule.hostname,
                     command.command,
                     command.working_dir.display(),
@@ -247,7 +254,7 @@ impl fmt::Display for Config {
                 )?,
                 TargetConfig::Aws(aws) => writeln!(
                     f,
-                    "  {} -> aws {}{}{} (timeout {timeout})",
+                    "  {} -> aws {}{}{} (event {event}, timeout {timeout})",
                     rule.hostname,
                     aws.function_name,
                     aws.qualifier
@@ -262,6 +269,28 @@ impl fmt::Display for Config {
             }
         }
         Ok(())
+    }
+}
+
+/// A rule's event format as `lrp check` prints it: `rest (stage Prod)`.
+struct EventDisplay<'a>(&'a Format);
+
+impl fmt::Display for EventDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())?;
+        match self.0 {
+            Format::Rest(rest) => {
+                write!(f, " (stage {}", rest.stage)?;
+                if !rest.binary_media_types.is_empty() {
+                    write!(f, ", binary {}", rest.binary_media_types.join(" "))?;
+                }
+                f.write_str(")")
+            }
+            Format::Alb {
+                multi_value_headers: true,
+            } => f.write_str(" (multi-value headers)"),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -287,6 +316,8 @@ struct FileConfig {
     max_connections: Option<Bounded<1, MAX_CONNECTIONS>>,
     #[serde(default)]
     connection_idle_timeout: Option<Timeout<MAX_CONNECTION_IDLE_SECS>>,
+    #[serde(default)]
+    event: Option<EventSetting>,
     #[serde(default)]
     local: Vec<LocalRule>,
     #[serde(default)]
@@ -321,6 +352,8 @@ struct RawLocalRule {
     idle_timeout: Option<Timeout<MAX_IDLE_TIMEOUT_SECS>>,
     #[serde(default)]
     memory_size: Option<Bounded<{ MEMORY_SIZES.0 }, { MEMORY_SIZES.1 }>>,
+    #[serde(default)]
+    event: Option<EventSetting>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +365,7 @@ struct LocalRule {
     concurrency: usize,
     max_queue: usize,
     timeout: Option<FunctionTimeout>,
+    event: Option<EventSetting>,
 }
 
 enum LocalKind {
@@ -428,6 +462,7 @@ impl LocalRule {
             concurrency,
             max_queue,
             timeout: raw.timeout,
+            event: raw.event,
         })
     }
 }
@@ -461,12 +496,17 @@ struct AwsRule {
     region: Option<String>,
     #[serde(default)]
     timeout: Option<FunctionTimeout>,
+    #[serde(default)]
+    event: Option<EventSetting>,
 }
 
 impl FileConfig {
     /// Checks that need the whole file; returns the rule at fault and why.
     fn validate(self, base_dir: &Path) -> Result<Config, (String, String)> {
         let default_timeout = self.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+        let default_event = self.event.map(|e| e.0).unwrap_or_default();
+        let event =
+            |setting: Option<EventSetting>| setting.map_or_else(|| default_event.clone(), |e| e.0);
         let mut rules = Vec::with_capacity(self.local.len() + self.aws.len());
         for (index, local) in self.local.into_iter().enumerate() {
             let rule = format!("local[{index}]");
@@ -505,6 +545,7 @@ impl FileConfig {
                 hostname: local.hostname.0,
                 target,
                 timeout: local.timeout.map_or(default_timeout, |t| t.0),
+                event: event(local.event),
             });
         }
         for aws in self.aws {
@@ -516,6 +557,7 @@ impl FileConfig {
                     region: aws.region,
                 }),
                 timeout: aws.timeout.map_or(default_timeout, |t| t.0),
+                event: event(aws.event),
             });
         }
         let port = self.port.map_or(DEFAULT_PORT, |p| p.0);
@@ -744,6 +786,134 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX>
             }
         }
         deserializer.deserialize_u64(BoundedVisitor::<MIN, MAX>)
+    }
+}
+
+/// `event`: a format's name (`rest`), or a mapping with its `type` and options:
+/// `{type: rest, stage: prod, stage_variables: {…}, binary_media_types: […]}` or
+/// `{type: alb, multi_value_headers: true}`.
+struct EventSetting(Format);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum EventKind {
+    HttpApi,
+    HttpApiV1,
+    Rest,
+    Alb,
+    FunctionUrl,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetailedEvent {
+    #[serde(rename = "type")]
+    kind: EventKind,
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    stage_variables: Option<indexmap::IndexMap<String, EnvValue>>,
+    #[serde(default)]
+    binary_media_types: Option<Vec<String>>,
+    #[serde(default)]
+    multi_value_headers: Option<bool>,
+}
+
+impl DetailedEvent {
+    fn into_format(self) -> Result<Format, String> {
+        let rest_only = [
+            ("stage", self.stage.is_some()),
+            ("stage_variables", self.stage_variables.is_some()),
+            ("binary_media_types", self.binary_media_types.is_some()),
+        ];
+        let alb_only = [("multi_value_headers", self.multi_value_headers.is_some())];
+        let misplaced = match self.kind {
+            EventKind::Rest => alb_only.iter().find(|(_, given)| *given),
+            EventKind::Alb => rest_only.iter().find(|(_, given)| *given),
+            _ => rest_only.iter().chain(&alb_only).find(|(_, given)| *given),
+        };
+        if let Some((key, _)) = misplaced {
+            return Err(format!(
+                "{key} does not apply to this event type (stage, stage_variables and \
+                 binary_media_types are rest's, multi_value_headers is alb's)"
+            ));
+        }
+        Ok(match self.kind {
+            EventKind::HttpApi => Format::HttpApi,
+            EventKind::HttpApiV1 => Format::HttpApiV1,
+            EventKind::FunctionUrl => Format::FunctionUrl,
+            EventKind::Alb => Format::Alb {
+                multi_value_headers: self.multi_value_headers.unwrap_or(false),
+            },
+            EventKind::Rest => {
+                let stage = self.stage.unwrap_or_else(|| DEFAULT_REST_STAGE.to_owned());
+                let valid = !stage.is_empty()
+                    && stage.len() <= 128
+                    && stage
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    return Err(format!(
+                        "stage {stage:?} must be 1 to 128 letters, digits, '-' or '_', as REST \
+                         stage names are"
+                    ));
+                }
+                Format::Rest(RestOptions {
+                    stage,
+                    stage_variables: self
+                        .stage_variables
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect(),
+                    binary_media_types: self.binary_media_types.unwrap_or_default(),
+                })
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for EventSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EventVisitor;
+        impl<'de> de::Visitor<'de> for EventVisitor {
+            type Value = EventSetting;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "http-api, http-api-v1, rest, alb or function-url, or a mapping with type",
+                )
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<EventSetting, E> {
+                let kind = EventKind::deserialize(de::value::StrDeserializer::<E>::new(name))
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "unknown event {name:?}: give http-api, http-api-v1, rest, alb or \
+                             function-url"
+                        ))
+                    })?;
+                self.into_setting(DetailedEvent {
+                    kind,
+                    stage: None,
+                    stage_variables: None,
+                    binary_media_types: None,
+                    multi_value_headers: None,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<EventSetting, A::Error> {
+                let detailed =
+                    DetailedEvent::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                self.into_setting(detailed)
+            }
+        }
+        impl EventVisitor {
+            fn into_setting<E: de::Error>(
+                self,
+                detailed: DetailedEvent,
+            ) -> Result<EventSetting, E> {
+                detailed.into_format().map(EventSetting).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(EventVisitor)
     }
 }
 
@@ -1166,6 +1336,75 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_has_an_event_format_named_or_detailed_with_a_file_default() {
+        let config = parse(
+            "event: http-api-v1\n\
+             local:\n  - {hostname: a, endpoint: 'http://x:1'}\n  \
+             - hostname: b\n    endpoint: http://x:2\n    event:\n      type: rest\n      \
+             stage_variables: {env: test, n: 1}\n      binary_media_types: [image/png]\n  \
+             - {hostname: c, endpoint: 'http://x:3', event: {type: alb, multi_value_headers: true}}\n\
+             aws:\n  - {hostname: d, function_name: f, event: function-url}\n",
+        )
+        .unwrap();
+        let events: Vec<&Format> = config.rules.iter().map(|r| &r.event).collect();
+        assert_eq!(events[0], &Format::HttpApiV1, "the file's default");
+        assert_eq!(
+            events[1],
+            &Format::Rest(RestOptions {
+                stage: "Prod".into(),
+                stage_variables: vec![("env".into(), "test".into()), ("n".into(), "1".into())],
+                binary_media_types: vec!["image/png".into()],
+            })
+        );
+        assert_eq!(
+            events[2],
+            &Format::Alb {
+                multi_value_headers: true
+            }
+        );
+        assert_eq!(events[3], &Format::FunctionUrl);
+        let table = config.to_string();
+        assert!(
+            table.contains("(event rest (stage Prod, binary image/png), concurrency 1"),
+            "{table}"
+        );
+        assert!(
+            table.contains("(event alb (multi-value headers), concurrency 1"),
+            "{table}"
+        );
+        // A Go-tool file, without the key, gets payload 2.0.
+        let go = parse("local:\n  - {hostname: a, endpoint: 'http://x:1'}\n").unwrap();
+        assert_eq!(go.rules[0].event, Format::HttpApi);
+    }
+
+    #[test]
+    fn event_mistakes_are_reported_where_they_are() {
+        for (text, expected) in [
+            (
+                "local:\n  - hostname: a\n    endpoint: http://x:1\n    event: soap\n",
+                "lrp.yaml:4:12: local[0].event: unknown event \"soap\"",
+            ),
+            (
+                "event: {type: alb, stage: x}\n",
+                "event: stage does not apply to this event type",
+            ),
+            (
+                "event: {type: rest, multi_value_headers: true}\n",
+                "multi_value_headers does not apply to this event type",
+            ),
+            (
+                "event: {type: rest, stage: 'a b'}\n",
+                "stage \"a b\" must be 1 to 128 letters",
+            ),
+            ("event: {type: rest, stages: x}\n", "unknown field `stages`"),
+            ("event: {stage: x}\n", "missing field `type`"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(expected), "for {text:?}: {err}");
+        }
+    }
+
+    #[test]
     fn the_resolved_table_prints_every_rule() {
         let config = parse(
             "local:\n  - {hostname: '*.svc', endpoint: 'http://x:1', concurrency: 3, timeout: 2s}\n\
@@ -1175,12 +1414,12 @@ mod tests {
         let table = config.to_string();
         assert!(
             table.contains(
-                "*.svc -> local http://x:1/2015-03-31/functions/function/invocations (concurrency 3, max_queue 100, timeout 2s)"
+                "*.svc -> local http://x:1/2015-03-31/functions/function/invocations (event http-api, concurrency 3, max_queue 100, timeout 2s)"
             ),
             "{table}"
         );
         assert!(
-            table.contains("b -> aws f:live in us-west-2 (timeout 30s)"),
+            table.contains("b -> aws f:live in us-west-2 (event http-api, timeout 30s)"),
             "{table}"
         );
     }

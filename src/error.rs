@@ -1,13 +1,16 @@
 //! Every failure lrp answers itself, and the one place that turns it into an HTTP response.
 //!
-//! Statuses and bodies are HTTP API's own (spec §4.4), so a client cannot tell lrp from the
-//! gateway it stands in for; the `x-lrp-error` header tells an operator which failure it was.
+//! Statuses and bodies are those of the front door the rule stands in for, so a client cannot
+//! tell lrp from the gateway: HTTP API's ("Troubleshooting issues with HTTP API Lambda
+//! integrations"), REST's (API Gateway's default gateway responses), a function URL's, and an
+//! ALB's error pages. The `x-lrp-error` header tells an operator which failure it was; its
+//! kinds are the same for every front door.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::event::EventError;
+use crate::event::{EventError, FrontDoor};
 use crate::router::Host;
 use crate::target::TargetError;
 
@@ -24,7 +27,7 @@ pub enum ProxyError {
     MethodNotAllowed(http::Method),
     #[error("no rule for host {0}")]
     NoRule(Host),
-    #[error("the request is larger than Lambda's 6 MB invocation limit")]
+    #[error("the request is larger than the front door passes to Lambda")]
     RequestTooLarge,
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
@@ -34,6 +37,28 @@ pub enum ProxyError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Result(#[from] EventError),
+}
+
+/// What went wrong, as far as the client's answer is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The function failed, timed out on its own, or returned what the front door refuses.
+    Function,
+    /// No result within the rule's timeout.
+    Timeout,
+    /// The function's endpoint could not be reached, or broke mid-invoke.
+    Unreachable,
+    /// Lambda's API refused the invoke: throttled.
+    Throttled,
+    /// Lambda's API refused the invoke otherwise (permission, no such function, credentials).
+    Refused,
+    /// lrp's own queue for the function is full.
+    QueueFull,
+    RequestTooLarge,
+    BadRequest,
+    BodyTimeout,
+    NoRule,
+    MethodNotAllowed,
 }
 
 impl ProxyError {
@@ -49,47 +74,154 @@ impl ProxyError {
             ProxyError::BodyTimeout => "body-timeout",
             ProxyError::Target(error) => error.kind(),
             ProxyError::Result(EventError::Malformed(_)) => "malformed-result",
+            ProxyError::Result(EventError::TooLarge(_)) => "result-too-large",
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    fn failure(&self) -> Failure {
         match self {
             ProxyError::MissingHost | ProxyError::InvalidHost(_) | ProxyError::BodyRead(_) => {
-                StatusCode::BAD_REQUEST
+                Failure::BadRequest
             }
-            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NoRule(_) => StatusCode::NOT_FOUND,
-            ProxyError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Result(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::MethodNotAllowed(_) => Failure::MethodNotAllowed,
+            ProxyError::NoRule(_) => Failure::NoRule,
+            ProxyError::RequestTooLarge => Failure::RequestTooLarge,
+            ProxyError::BodyTimeout => Failure::BodyTimeout,
+            ProxyError::Result(_) => Failure::Function,
             ProxyError::Target(error) => match error {
-                TargetError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
-                TargetError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
-                TargetError::Unreachable(_) | TargetError::Transport(_) => StatusCode::BAD_GATEWAY,
-                TargetError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                TargetError::Timeout => Failure::Timeout,
+                TargetError::QueueFull => Failure::QueueFull,
+                TargetError::Unreachable(_) | TargetError::Transport(_) => Failure::Unreachable,
+                TargetError::RequestTooLarge => Failure::RequestTooLarge,
+                TargetError::InvokeRefused { kind, .. } if *kind == "throttled" => {
+                    Failure::Throttled
+                }
+                TargetError::InvokeRefused { .. } => Failure::Refused,
                 TargetError::Function { .. }
                 | TargetError::FunctionTimeout(_)
                 | TargetError::Rejected { .. }
-                | TargetError::ResultTooLarge
-                | TargetError::InvokeRefused { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                | TargetError::ResultTooLarge => Failure::Function,
             },
         }
     }
 
-    pub fn to_response(&self) -> Response<Bytes> {
-        let status = self.status();
-        let body = match self {
-            ProxyError::NoRule(host) => {
-                let host = serde_json::to_string(host.as_str()).unwrap_or_default();
-                format!(r#"{{"message":"Not Found","host":{host}}}"#)
+    /// The status `door` answers this failure with.
+    pub fn status(&self, door: FrontDoor) -> StatusCode {
+        answer(self.failure(), door).0
+    }
+
+    /// The whole answer `door` gives, marked with `x-lrp-error`.
+    pub fn to_response(&self, door: FrontDoor) -> Response<Bytes> {
+        let (status, body) = answer(self.failure(), door);
+        let mut response = match body {
+            Body::NoRule => {
+                let host = match self {
+                    ProxyError::NoRule(host) => host.as_str(),
+                    _ => "",
+                };
+                let host = serde_json::to_string(host).unwrap_or_default();
+                json_response(
+                    status,
+                    format!(r#"{{"message":"Not Found","host":{host}}}"#),
+                )
             }
-            _ => format!(r#"{{"message":"{}"}}"#, message(status)),
+            Body::Json(message) => json_response(status, format!(r#"{{"message":"{message}"}}"#)),
+            // REST's default gateway responses put a space after the colon.
+            Body::RestJson(message) => {
+                json_response(status, format!(r#"{{"message": "{message}"}}"#))
+            }
+            Body::Text(text) => {
+                let mut response = Response::new(Bytes::from_static(text.as_bytes()));
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
+            Body::AlbPage => alb_page(status),
         };
-        let mut response = json_response(status, body);
+        let headers = response.headers_mut();
+        if door == FrontDoor::Rest && status == StatusCode::PAYLOAD_TOO_LARGE {
+            headers.insert(
+                "x-amzn-errortype",
+                HeaderValue::from_static("BadRequestException"),
+            );
+        }
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.kind()));
         response
-            .headers_mut()
-            .insert(ERROR_HEADER, HeaderValue::from_static(self.kind()));
-        response
+    }
+}
+
+/// An answer's body.
+enum Body {
+    Json(&'static str),
+    RestJson(&'static str),
+    Text(&'static str),
+    AlbPage,
+    NoRule,
+}
+
+/// Each front door's status and body for each failure. Failures found before a rule is known
+/// (no host, no rule, CONNECT) are answered as HTTP API answers them, whatever the rules say.
+fn answer(failure: Failure, door: FrontDoor) -> (StatusCode, Body) {
+    use Failure as F;
+    use StatusCode as S;
+    let http_api = |status: S| (status, Body::Json(http_api_message(status)));
+    match (door, failure) {
+        (_, F::NoRule) => (S::NOT_FOUND, Body::NoRule),
+        (_, F::MethodNotAllowed) => http_api(S::METHOD_NOT_ALLOWED),
+        (FrontDoor::HttpApi, failure) => http_api(match failure {
+            F::Function | F::Throttled | F::Refused => S::INTERNAL_SERVER_ERROR,
+            F::Timeout => S::SERVICE_UNAVAILABLE,
+            F::Unreachable => S::BAD_GATEWAY,
+            F::QueueFull => S::TOO_MANY_REQUESTS,
+            F::RequestTooLarge => S::PAYLOAD_TOO_LARGE,
+            F::BodyTimeout => S::REQUEST_TIMEOUT,
+            F::BadRequest | F::NoRule | F::MethodNotAllowed => S::BAD_REQUEST,
+        }),
+        (FrontDoor::Rest, failure) => match failure {
+            // A function error or a malformed result is an integration failure: 502.
+            F::Function | F::Unreachable => {
+                (S::BAD_GATEWAY, Body::RestJson("Internal server error"))
+            }
+            // "If the Lambda API rejects the invocation request, API Gateway returns a 500".
+            F::Throttled | F::Refused => (
+                S::INTERNAL_SERVER_ERROR,
+                Body::RestJson("Internal server error"),
+            ),
+            F::Timeout => (
+                S::GATEWAY_TIMEOUT,
+                Body::RestJson("Endpoint request timed out"),
+            ),
+            F::QueueFull => (S::TOO_MANY_REQUESTS, Body::RestJson("Too Many Requests")),
+            F::RequestTooLarge => (S::PAYLOAD_TOO_LARGE, Body::RestJson("Request Too Long")),
+            F::BodyTimeout => (S::REQUEST_TIMEOUT, Body::RestJson("Request Timeout")),
+            F::BadRequest | F::NoRule | F::MethodNotAllowed => {
+                (S::BAD_REQUEST, Body::RestJson("Bad Request"))
+            }
+        },
+        (FrontDoor::FunctionUrl, failure) => match failure {
+            // A function URL answers every function failure, its timeout included, with 502.
+            F::Function | F::Timeout | F::Unreachable | F::Refused => {
+                (S::BAD_GATEWAY, Body::Text("Internal Server Error"))
+            }
+            F::Throttled | F::QueueFull => http_api(S::TOO_MANY_REQUESTS),
+            F::RequestTooLarge => http_api(S::PAYLOAD_TOO_LARGE),
+            F::BodyTimeout => http_api(S::REQUEST_TIMEOUT),
+            F::BadRequest | F::NoRule | F::MethodNotAllowed => http_api(S::BAD_REQUEST),
+        },
+        (FrontDoor::Alb, failure) => (
+            match failure {
+                // ALB waits for the function's own timeout: its end is a function failure.
+                F::Function | F::Timeout | F::Unreachable | F::Refused => S::BAD_GATEWAY,
+                F::Throttled | F::QueueFull => S::SERVICE_UNAVAILABLE,
+                F::RequestTooLarge => S::PAYLOAD_TOO_LARGE,
+                F::BodyTimeout => S::REQUEST_TIMEOUT,
+                F::BadRequest | F::NoRule | F::MethodNotAllowed => S::BAD_REQUEST,
+            },
+            Body::AlbPage,
+        ),
     }
 }
 
@@ -105,7 +237,7 @@ pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Byt
 }
 
 /// HTTP API's messages, with its capitalisation.
-fn message(status: StatusCode) -> &'static str {
+fn http_api_message(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "Bad Request",
         StatusCode::NOT_FOUND => "Not Found",
@@ -119,12 +251,33 @@ fn message(status: StatusCode) -> &'static str {
     }
 }
 
+/// An ALB error page: the load balancer's own HTML, with its `server` header.
+fn alb_page(status: StatusCode) -> Response<Bytes> {
+    let title = match status {
+        StatusCode::BAD_REQUEST => "400 Bad Request",
+        StatusCode::REQUEST_TIMEOUT => "408 Request Time-out",
+        StatusCode::PAYLOAD_TOO_LARGE => "413 Request Entity Too Large",
+        StatusCode::SERVICE_UNAVAILABLE => "503 Service Temporarily Unavailable",
+        _ => "502 Bad Gateway",
+    };
+    let page = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut response = Response::new(Bytes::from(page));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    headers.insert(header::SERVER, HeaderValue::from_static("awselb/2.0"));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::FrontDoor;
 
     fn answer(error: ProxyError) -> (u16, String, String) {
-        let response = error.to_response();
+        let response = error.to_response(FrontDoor::HttpApi);
         assert_eq!(response.headers()["content-type"], "application/json");
         (
             response.status().as_u16(),

@@ -36,7 +36,7 @@ fn check_prints_the_resolved_table_of_a_go_tool_file() {
     let table = String::from_utf8(output.stdout).unwrap();
     assert!(table.contains("listen: 0.0.0.0:8080"), "{table}");
     assert!(
-        table.contains("foo.domain.lb -> local http://lambda-1:8080/2015-03-31/functions/function/invocations (concurrency 1, max_queue 100, timeout 30s)"),
+        table.contains("foo.domain.lb -> local http://lambda-1:8080/2015-03-31/functions/function/invocations (event http-api, concurrency 1, max_queue 100, timeout 30s)"),
         "{table}"
     );
 }

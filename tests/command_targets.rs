@@ -405,7 +405,7 @@ fn command_and_endpoint_are_exclusive_and_checked() {
     assert!(ok, "{text}");
     assert!(text.contains("b.example -> command"), "{text}");
     assert!(
-        text.contains("(function b, concurrency 1, max_queue 100, timeout 30s)"),
+        text.contains("(function b, event http-api, concurrency 1, max_queue 100, timeout 30s)"),
         "{text}"
     );
 }

@@ -1,21 +1,138 @@
-//! Pure HTTP ⇄ Lambda event translation: no I/O, no async, one file per payload format.
+//! Pure HTTP ⇄ Lambda event translation: no I/O, no async. One file per payload format:
+//! `v2.rs` (HTTP API payload 2.0, and Function URLs, which use its shape), `v1.rs` (payload
+//! 1.0: REST API proxy integrations and HTTP API with payload 1.0) and `alb.rs` (ALB target
+//! groups). What they truly share lives here, in `headers.rs` and in `body.rs`.
 
+mod alb;
 mod body;
-pub mod v2;
+mod headers;
+#[cfg(test)]
+mod testing;
+mod v1;
+mod v2;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+use http::{Response, StatusCode, Version};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::router::Host;
 
 /// Lambda's synchronous invocation payload limit. lrp measures it on the serialized event,
-/// because base64 makes a binary body a third larger on the way in (spec §5.1).
+/// because base64 makes a binary body a third larger on the way in.
 pub const MAX_EVENT_BYTES: usize = 6_291_456;
-/// The largest result Lambda returns: the limit as Lambda prints it (spec §5.1).
+/// The largest result Lambda returns: the limit as Lambda prints it.
 pub const MAX_RESULT_BYTES: usize = 6_291_556;
+/// lrp stands in for the API; there is no account behind it (function URLs with `NONE` auth
+/// report `anonymous` too).
+const ACCOUNT_ID: &str = "anonymous";
+const API_ID: &str = "lrp";
+
+/// The event format a rule sends, named after the AWS front door it stands in for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Format {
+    /// API Gateway HTTP API, payload format 2.0.
+    #[default]
+    HttpApi,
+    /// API Gateway HTTP API, payload format 1.0.
+    HttpApiV1,
+    /// API Gateway REST API, Lambda proxy integration (payload format 1.0).
+    Rest(RestOptions),
+    /// An Application Load Balancer target group.
+    Alb { multi_value_headers: bool },
+    /// A Lambda function URL.
+    FunctionUrl,
+}
+
+/// What a REST API stage adds to its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestOptions {
+    pub stage: String,
+    pub stage_variables: Vec<(String, String)>,
+    /// Request bodies with these media types are sent base64-encoded, and base64 results are
+    /// decoded for requests whose first `Accept` type matches; `*/*` matches everything.
+    pub binary_media_types: Vec<String>,
+}
+
+/// Whose answers a client gets when lrp answers for the function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontDoor {
+    HttpApi,
+    Rest,
+    FunctionUrl,
+    Alb,
+}
+
+impl Format {
+    pub fn front_door(&self) -> FrontDoor {
+        match self {
+            Format::HttpApi | Format::HttpApiV1 => FrontDoor::HttpApi,
+            Format::Rest(_) => FrontDoor::Rest,
+            Format::Alb { .. } => FrontDoor::Alb,
+            Format::FunctionUrl => FrontDoor::FunctionUrl,
+        }
+    }
+
+    /// The name the configuration file uses.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::HttpApi => "http-api",
+            Format::HttpApiV1 => "http-api-v1",
+            Format::Rest(_) => "rest",
+            Format::Alb { .. } => "alb",
+            Format::FunctionUrl => "function-url",
+        }
+    }
+
+    /// The event this format sends for `request`, never larger than the front door allows.
+    pub fn to_event(&self, request: &IncomingRequest<'_>) -> Result<Vec<u8>, EventTooLarge> {
+        match self {
+            Format::HttpApi => v2::to_event(request, v2::Flavor::HttpApi),
+            Format::FunctionUrl => v2::to_event(request, v2::Flavor::FunctionUrl),
+            Format::HttpApiV1 => v1::to_event(request, v1::Flavor::HttpApi),
+            Format::Rest(options) => v1::to_event(request, v1::Flavor::Rest(options)),
+            Format::Alb {
+                multi_value_headers,
+            } => alb::to_event(request, *multi_value_headers),
+        }
+    }
+
+    /// The response this front door makes of a function's result. `accept` is the request's
+    /// `Accept` header (REST decodes binary results by it).
+    pub fn from_result(
+        &self,
+        result: Bytes,
+        accept: Option<&str>,
+    ) -> Result<Response<Bytes>, EventError> {
+        match self {
+            Format::HttpApi | Format::FunctionUrl => v2::from_result(result),
+            Format::HttpApiV1 => v1::from_result(result, v1::ResultRules::HttpApi),
+            Format::Rest(options) => {
+                let decode_base64 = accept.is_some_and(|accept| {
+                    body::first_accept_is_binary(accept, &options.binary_media_types)
+                });
+                v1::from_result(result, v1::ResultRules::Rest { decode_base64 })
+            }
+            Format::Alb {
+                multi_value_headers,
+            } => alb::from_result(result, *multi_value_headers),
+        }
+    }
+
+    /// A fresh request id in this front door's shape: HTTP API's short one, else a UUID.
+    pub fn request_id(&self) -> String {
+        match self.front_door() {
+            FrontDoor::HttpApi => crate::ids::api_request_id(),
+            _ => crate::ids::lambda_request_id(),
+        }
+    }
+}
 
 /// Everything a payload format needs to know about one request, gathered once by the server.
 #[derive(Debug)]
@@ -36,6 +153,50 @@ pub struct IncomingRequest<'a> {
 pub enum EventError {
     #[error("malformed function result: {0}")]
     Malformed(String),
+    #[error("the function's result is larger than the front door's {0} byte limit")]
+    TooLarge(usize),
+}
+
+/// The event would be larger than the front door allows.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventTooLarge;
+
+/// Serializes `event`, refusing once it would pass `limit` bytes: an event is never buffered
+/// beyond what the front door allows. `body_len` sizes the buffer so it rarely grows.
+fn serialize_limited(
+    event: &impl Serialize,
+    body_len: usize,
+    limit: usize,
+) -> Result<Vec<u8>, EventTooLarge> {
+    /// What an event adds around the body, typically: headers, context, field names.
+    const EVENT_OVERHEAD: usize = 1024;
+    let capacity = (EVENT_OVERHEAD + body_len * 4 / 3).min(limit);
+    let mut writer = LimitedWriter {
+        buffer: Vec::with_capacity(capacity),
+        limit,
+    };
+    serde_json::to_writer(&mut writer, event).map_err(|_| EventTooLarge)?;
+    Ok(writer.buffer)
+}
+
+/// A buffer that refuses to grow past `limit`.
+struct LimitedWriter {
+    buffer: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for LimitedWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buffer.len() + bytes.len() > self.limit {
+            return Err(std::io::Error::other("the event is over the limit"));
+        }
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Common Log Format time in UTC, as in `requestContext.time`: `12/Mar/2020:19:03:58 +0000`.
@@ -43,6 +204,53 @@ fn clf_time(at: SystemTime) -> String {
     let format =
         format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
     OffsetDateTime::from(at).format(format).unwrap_or_default()
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The first DNS label of a host (`domainPrefix`).
+fn domain_prefix(host: &str) -> &str {
+    host.split('.').next().unwrap_or(host)
+}
+
+/// `statusCode` as an integer or a numeric string, 200–599: a 1xx is no final answer (hyper
+/// would turn `101` into a protocol switch and `100` into a bare 500 on a closed connection).
+fn parse_status(raw: &RawValue) -> Result<StatusCode, EventError> {
+    let text = raw.get();
+    let number = if text.starts_with('"') {
+        serde_json::from_str::<Cow<str>>(text)
+            .ok()
+            .and_then(|quoted| quoted.trim().parse::<u16>().ok())
+    } else {
+        text.parse::<u16>().ok()
+    };
+    number
+        .filter(|n| (200..=599).contains(n))
+        .and_then(|n| StatusCode::from_u16(n).ok())
+        .ok_or_else(|| {
+            EventError::Malformed(format!(
+                "statusCode {text} is not a final HTTP status (200-599)"
+            ))
+        })
+}
+
+/// An optional JSON value of type `T`, where `null` counts as absent.
+fn optional<'a, T: serde::Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+) -> Result<Option<T>, EventError> {
+    raw.map(|raw| serde_json::from_str::<Option<T>>(raw.get()))
+        .transpose()
+        .map(Option::flatten)
+        .map_err(|e| EventError::Malformed(format!("{field}: {e}")))
 }
 
 #[cfg(test)]
@@ -57,5 +265,12 @@ mod tests {
         assert_eq!(clf_time(at), "12/Mar/2020:19:03:58 +0000");
         let early = UNIX_EPOCH + Duration::from_secs(5 * 86_400);
         assert_eq!(clf_time(early), "06/Jan/1970:00:00:00 +0000");
+    }
+
+    #[test]
+    fn events_are_cut_off_at_the_limit() {
+        let text = "x".repeat(100);
+        assert_eq!(serialize_limited(&text, 100, 101), Err(EventTooLarge));
+        assert_eq!(serialize_limited(&text, 100, 102).unwrap().len(), 102);
     }
 }

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::event::Format;
 use crate::metrics::{Metrics, RuleMetrics};
 use crate::router::RouteTable;
 use crate::target::{Target, TargetFactory};
@@ -41,6 +42,8 @@ pub struct Route {
     pub name: String,
     pub target: Target,
     pub timeout: Duration,
+    /// The event the function receives, and whose answers the client gets.
+    pub format: Format,
     metrics: RuleMetrics,
 }
 
@@ -63,6 +66,7 @@ impl Proxy {
                     .build(&rule.target, rule.timeout, config.region.as_deref())
                     .await,
                 timeout: rule.timeout,
+                format: rule.event.clone(),
             };
             routes.push((rule.hostname.clone(), route));
         }

@@ -17,12 +17,14 @@ use tracing::{Level, debug};
 
 use super::{Proxy, Route, State};
 use crate::error::ProxyError;
-use crate::event::{self, IncomingRequest, MAX_EVENT_BYTES};
+use crate::event::{FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
 use crate::router::{Host, HostError, InternalRoute, internal_route};
 
-/// The header HTTP API uses to give every response its request id.
-const REQUEST_ID_HEADER: &str = "apigw-requestid";
+/// The header HTTP API gives every response its request id in; REST and function URLs use
+/// `x-amzn-requestid`, and ALB none.
+const HTTP_API_REQUEST_ID: &str = "apigw-requestid";
+const AMZN_REQUEST_ID: &str = "x-amzn-requestid";
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// One request from arrival to response.
@@ -33,7 +35,6 @@ pub(super) async fn handle(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let request_id = ids::api_request_id();
     let (parts, body) = request.into_parts();
     // This request keeps the table it started with, whatever a reload does meanwhile.
     let proxy = state.proxy.load_full();
@@ -46,11 +47,14 @@ pub(super) async fn handle(
         let response = internal_response(route, state, &proxy);
         debug!(method = %parts.method, path = parts.uri.path(),
             status = response.status().as_u16(), "internal route");
-        return finish(response, &request_id);
+        return finish(response, &ids::api_request_id(), FrontDoor::HttpApi);
     }
 
     let host = request_host(&parts);
     let route = host.as_ref().ok().and_then(|h| proxy.table.lookup(h));
+    // Failures found before a rule is known are answered as HTTP API answers them.
+    let door = route.map_or(FrontDoor::HttpApi, |r| r.format.front_door());
+    let request_id = route.map_or_else(ids::api_request_id, |r| r.format.request_id());
     let outcome = match (&host, route) {
         (Err(error), _) => {
             discard_rest(&parts, body);
@@ -73,7 +77,9 @@ pub(super) async fn handle(
         }
     };
 
-    let status = outcome.as_ref().map_or_else(|e| e.status(), |r| r.status());
+    let status = outcome
+        .as_ref()
+        .map_or_else(|e| e.status(door), |r| r.status());
     let took = started.elapsed();
     match route {
         Some(route) => route.metrics.finished(status, took),
@@ -104,10 +110,10 @@ pub(super) async fn handle(
             } else {
                 log_request!(Level::INFO, error = kind, cause = %cause,);
             }
-            error.to_response()
+            error.to_response(door)
         }
     };
-    finish(response, &request_id)
+    finish(response, &request_id, door)
 }
 
 /// The host to route by, or why the request cannot be routed at all.
@@ -169,12 +175,20 @@ async fn invoke(
         trace_id: &trace_id,
         received,
     };
-    let event = event::v2::to_event(&incoming).map_err(|_| ProxyError::RequestTooLarge)?;
+    let event = route
+        .format
+        .to_event(&incoming)
+        .map_err(|_| ProxyError::RequestTooLarge)?;
     drop(body);
     let result = admitted
         .invoke(Bytes::from(event), deadline, &trace_id)
         .await?;
-    Ok(event::v2::from_result(result)?)
+    let accept = context
+        .parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    Ok(route.format.from_result(result, accept)?)
 }
 
 /// Reads the body, never buffering more than an event may hold. Memory grows with the bytes
@@ -249,10 +263,16 @@ fn internal_response(route: InternalRoute, state: &State, proxy: &Proxy) -> Resp
     response
 }
 
-fn finish(response: Response<Bytes>, request_id: &str) -> Response<Full<Bytes>> {
+/// The response with the front door's request id header.
+fn finish(response: Response<Bytes>, request_id: &str, door: FrontDoor) -> Response<Full<Bytes>> {
     let mut response = response.map(Full::new);
+    let name = match door {
+        FrontDoor::HttpApi => HTTP_API_REQUEST_ID,
+        FrontDoor::Rest | FrontDoor::FunctionUrl => AMZN_REQUEST_ID,
+        FrontDoor::Alb => return response,
+    };
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        response.headers_mut().insert(name, value);
     }
     response
 }
@@ -297,7 +317,12 @@ mod tests {
 
     #[test]
     fn responses_carry_the_request_id() {
-        let response = finish(Response::new(Bytes::new()), "QQCtFipSIAMEPNQ=");
-        assert_eq!(response.headers()[REQUEST_ID_HEADER], "QQCtFipSIAMEPNQ=");
+        let id = "QQCtFipSIAMEPNQ=";
+        let response = finish(Response::new(Bytes::new()), id, FrontDoor::HttpApi);
+        assert_eq!(response.headers()[HTTP_API_REQUEST_ID], id);
+        let response = finish(Response::new(Bytes::new()), id, FrontDoor::Rest);
+        assert_eq!(response.headers()[AMZN_REQUEST_ID], id);
+        let response = finish(Response::new(Bytes::new()), id, FrontDoor::Alb);
+        assert!(response.headers().is_empty());
     }
 }

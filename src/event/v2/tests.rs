@@ -1,65 +1,15 @@
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, UNIX_EPOCH};
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde_json::{Value, json};
 
 use super::*;
+use crate::event::Format;
 use crate::router::Host;
+use http::Version;
+use std::net::Ipv4Addr;
+use std::time::UNIX_EPOCH;
 
-const TRACE_ID: &str = "Root=1-5e6a8a5e-0123456789abcdef01234567";
-
-/// Builds a request the way the server sees it, and returns its event as JSON.
-struct RequestBuilder {
-    request: http::request::Builder,
-    body: Vec<u8>,
-    peer_ip: IpAddr,
-}
-
-fn request(method: &str, target: &str) -> RequestBuilder {
-    RequestBuilder {
-        request: http::Request::builder().method(method).uri(target),
-        body: Vec::new(),
-        peer_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)),
-    }
-}
-
-impl RequestBuilder {
-    fn header(mut self, name: &str, value: &str) -> Self {
-        self.request = self.request.header(name, value);
-        self
-    }
-    fn version(mut self, version: Version) -> Self {
-        self.request = self.request.version(version);
-        self
-    }
-    fn body(mut self, body: &[u8]) -> Self {
-        self.body = body.to_vec();
-        self
-    }
-    fn peer(mut self, ip: IpAddr) -> Self {
-        self.peer_ip = ip;
-        self
-    }
-    fn event_bytes(self) -> Vec<u8> {
-        let (parts, ()) = self.request.body(()).unwrap().into_parts();
-        let host = Host::of_request(&parts.uri, &parts.headers)
-            .unwrap_or_else(|_| Host::parse("fallback").unwrap());
-        let incoming = IncomingRequest {
-            parts: &parts,
-            body: &self.body,
-            host: &host,
-            peer_ip: self.peer_ip,
-            local_port: 8080,
-            request_id: "QQCtFipSIAMEPNQ=",
-            trace_id: TRACE_ID,
-            received: UNIX_EPOCH + Duration::from_secs(1_584_039_838),
-        };
-        to_event(&incoming).unwrap()
-    }
-    fn event(self) -> Value {
-        serde_json::from_slice(&self.event_bytes()).unwrap()
-    }
-}
+use crate::event::testing::{TRACE_ID, request};
 
 #[test]
 fn the_spec_example_becomes_exactly_the_documented_event() {
@@ -69,7 +19,7 @@ fn the_spec_example_becomes_exactly_the_documented_event() {
         .header("X-Multi", "one")
         .header("X-Multi", "two")
         .header("User-Agent", "curl/8.5")
-        .event();
+        .event(&Format::HttpApi);
     let expected: Value = serde_json::from_str(include_str!(
         "../../../tests/fixtures/v2_spec_example_event.json"
     ))
@@ -84,7 +34,7 @@ fn raw_path_and_query_are_byte_exact() {
         "/a%2Fb/%7Euser/caf%C3%A9?q=a%20b&r=%2B+x&empty=&flag",
     )
     .header("Host", "h")
-    .event();
+    .event(&Format::HttpApi);
     assert_eq!(event["rawPath"], "/a%2Fb/%7Euser/caf%C3%A9");
     assert_eq!(
         event["requestContext"]["http"]["path"],
@@ -100,7 +50,9 @@ fn raw_path_and_query_are_byte_exact() {
 #[test]
 fn no_query_means_empty_raw_query_and_no_parameters() {
     for target in ["/", "/?"] {
-        let event = request("GET", target).header("Host", "h").event();
+        let event = request("GET", target)
+            .header("Host", "h")
+            .event(&Format::HttpApi);
         assert_eq!(event["rawQueryString"], "", "{target}");
         assert!(event.get("queryStringParameters").is_none(), "{target}");
     }
@@ -114,7 +66,7 @@ fn headers_are_lower_case_joined_and_cookies_move_out() {
         .header("x-custom", "b, c")
         .header("Cookie", "a=1; b=2")
         .header("Cookie", "c=3;")
-        .event();
+        .event(&Format::HttpApi);
     let headers = &event["headers"];
     assert_eq!(headers["x-custom"], "a,b, c");
     assert_eq!(
@@ -129,7 +81,9 @@ fn headers_are_lower_case_joined_and_cookies_move_out() {
 
 #[test]
 fn no_cookie_header_means_no_cookies_key() {
-    let event = request("GET", "/").header("Host", "h").event();
+    let event = request("GET", "/")
+        .header("Host", "h")
+        .event(&Format::HttpApi);
     assert!(event.get("cookies").is_none());
 }
 
@@ -142,7 +96,7 @@ fn forwarding_headers_are_added_and_the_chain_extended() {
         .header("X-Forwarded-Port", "443")
         .header("X-Amzn-Trace-Id", "Root=1-abc")
         .peer(IpAddr::V6(Ipv6Addr::LOCALHOST))
-        .event();
+        .event(&Format::HttpApi);
     let headers = &event["headers"];
     assert_eq!(headers["x-forwarded-for"], "198.51.100.1, ::1");
     assert_eq!(headers["x-forwarded-port"], "8080");
@@ -158,7 +112,7 @@ fn forwarding_headers_are_added_and_the_chain_extended() {
 fn http2_requests_get_host_from_authority_and_protocol_http_2_0() {
     let event = request("POST", "http://svc.local:8080/x")
         .version(Version::HTTP_2)
-        .event();
+        .event(&Format::HttpApi);
     assert_eq!(event["requestContext"]["http"]["protocol"], "HTTP/2.0");
     assert_eq!(event["requestContext"]["http"]["method"], "POST");
     assert_eq!(event["headers"]["host"], "svc.local");
@@ -171,7 +125,7 @@ fn bodies_are_text_base64_or_omitted() {
         .header("Host", "h")
         .header("Content-Type", "application/json")
         .body(br#"{"a":"\u00e9"}"#)
-        .event();
+        .event(&Format::HttpApi);
     assert_eq!(text["body"], r#"{"a":"\u00e9"}"#);
     assert_eq!(text["isBase64Encoded"], false);
 
@@ -179,18 +133,22 @@ fn bodies_are_text_base64_or_omitted() {
         .header("Host", "h")
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(b"a=1&b=2")
-        .event();
+        .event(&Format::HttpApi);
     assert_eq!(form["body"], "YT0xJmI9Mg==");
     assert_eq!(form["isBase64Encoded"], true);
 
-    let empty = request("GET", "/").header("Host", "h").event();
+    let empty = request("GET", "/")
+        .header("Host", "h")
+        .event(&Format::HttpApi);
     assert!(empty.get("body").is_none());
     assert_eq!(empty["isBase64Encoded"], false);
 }
 
 #[test]
 fn request_ids_and_times_come_from_the_request() {
-    let event = request("GET", "/").header("Host", "h").event();
+    let event = request("GET", "/")
+        .header("Host", "h")
+        .event(&Format::HttpApi);
     let context = &event["requestContext"];
     assert_eq!(context["requestId"], "QQCtFipSIAMEPNQ=");
     assert_eq!(context["time"], "12/Mar/2020:19:03:58 +0000");
@@ -206,7 +164,7 @@ fn a_rust_function_reads_the_event_with_aws_lambda_events() {
         .header("Cookie", "s=1")
         .header("Content-Type", "image/png")
         .body(&[0, 1, 2, 255])
-        .event_bytes();
+        .event_bytes(&Format::HttpApi);
     let parsed: ApiGatewayV2httpRequest = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(parsed.version.as_deref(), Some("2.0"));
     assert_eq!(parsed.raw_path.as_deref(), Some("/items/42"));
@@ -391,8 +349,11 @@ fn an_event_over_the_limit_is_refused_without_being_built_whole() {
         received: UNIX_EPOCH,
     };
     let big: &'static [u8] = Box::leak(vec![0u8; 5 * 1024 * 1024].into_boxed_slice());
-    assert_eq!(to_event(&incoming(big)), Err(EventTooLarge));
+    assert_eq!(
+        to_event(&incoming(big), Flavor::HttpApi),
+        Err(EventTooLarge)
+    );
     let fits: &'static [u8] = Box::leak(vec![0u8; 4 * 1024 * 1024].into_boxed_slice());
-    let event = to_event(&incoming(fits)).unwrap();
+    let event = to_event(&incoming(fits), Flavor::HttpApi).unwrap();
     assert!(event.len() <= crate::event::MAX_EVENT_BYTES);
 }

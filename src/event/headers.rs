@@ -1,0 +1,302 @@
+//! Headers, both ways: the request headers every front door passes on (the client's, plus the
+//! ones AWS adds), and the headers a function's result may set.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::HeaderMap;
+use http::header::{self, GetAll, HeaderName, HeaderValue};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::{EventError, IncomingRequest};
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
+const FORWARDED_PORT: &str = "x-forwarded-port";
+const FORWARDED_PROTO: &str = "x-forwarded-proto";
+const TRACE_ID: &str = "x-amzn-trace-id";
+
+/// The values of one header as a front door passes it on.
+pub enum Values<'a> {
+    /// As the client sent them, in order.
+    Client(GetAll<'a, HeaderValue>),
+    /// One value the front door sets itself.
+    Added(Cow<'a, str>),
+}
+
+impl<'a> Values<'a> {
+    /// Every value joined with `separator` (payload 2.0 joins with `,`).
+    pub fn joined(&self, separator: &str) -> Cow<'a, str> {
+        match self {
+            Values::Added(value) => value.clone(),
+            Values::Client(values) => {
+                let mut values = values.iter();
+                let Some(first) = values.next() else {
+                    return Cow::Borrowed("");
+                };
+                let mut joined = String::from_utf8_lossy(first.as_bytes());
+                for value in values {
+                    let joined = joined.to_mut();
+                    joined.push_str(separator);
+                    joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                }
+                joined
+            }
+        }
+    }
+
+    /// The last value (payload 1.0 and ALB's single-value mode: the last one wins).
+    pub fn last(&self) -> Cow<'a, str> {
+        match self {
+            Values::Added(value) => value.clone(),
+            Values::Client(values) => values
+                .iter()
+                .next_back()
+                .map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes())),
+        }
+    }
+}
+
+/// Serialized as the list of every value (`multiValueHeaders`).
+impl Serialize for Values<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Values::Added(value) => [value].serialize(serializer),
+            Values::Client(values) => {
+                let mut seq = serializer.serialize_seq(None)?;
+                for value in values.iter() {
+                    seq.serialize_element(&String::from_utf8_lossy(value.as_bytes()))?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// Calls `emit` once for each header name the function receives, in order: the client's
+/// headers (lower-case names; `cookie` too unless `skip_cookie`), then the ones AWS adds:
+/// `host` and `x-amzn-trace-id` when missing, `x-forwarded-for` with the client's address
+/// appended to any chain before it, `x-forwarded-port` and `x-forwarded-proto`.
+pub fn for_each<'a, E>(
+    request: &'a IncomingRequest<'a>,
+    skip_cookie: bool,
+    mut emit: impl FnMut(&'a str, Values<'a>) -> Result<(), E>,
+) -> Result<(), E> {
+    let headers = &request.parts.headers;
+    for name in headers.keys() {
+        let name = name.as_str();
+        if (skip_cookie && name == "cookie")
+            || matches!(name, FORWARDED_FOR | FORWARDED_PORT | FORWARDED_PROTO)
+        {
+            continue;
+        }
+        emit(name, Values::Client(headers.get_all(name)))?;
+    }
+    if !headers.contains_key(header::HOST) {
+        emit("host", Values::Added(Cow::Borrowed(request.host.as_str())))?;
+    }
+    if !headers.contains_key(TRACE_ID) {
+        emit(TRACE_ID, Values::Added(Cow::Borrowed(request.trace_id)))?;
+    }
+    let peer = request.peer_ip;
+    let forwarded_for = match headers.contains_key(FORWARDED_FOR) {
+        true => {
+            let chain = Values::Client(headers.get_all(FORWARDED_FOR)).joined(", ");
+            format!("{chain}, {peer}")
+        }
+        false => peer.to_string(),
+    };
+    emit(FORWARDED_FOR, Values::Added(Cow::Owned(forwarded_for)))?;
+    emit(
+        FORWARDED_PORT,
+        Values::Added(Cow::Owned(request.local_port.to_string())),
+    )?;
+    emit(FORWARDED_PROTO, Values::Added(Cow::Borrowed("http")))
+}
+
+/// Every `name=value` pair of every Cookie header, in order.
+pub fn cookies(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers in a function's result
+
+/// Headers that describe one hop, which a front door computes itself rather than pass on.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+/// Appends a result's `headers` object (`{"name": "value"}`) to `headers`.
+pub fn copy_single(raw: &RawValue, headers: &mut HeaderMap) -> Result<(), EventError> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    ResultHeaders {
+        headers,
+        lists: false,
+    }
+    .deserialize(&mut deserializer)
+    .map_err(|e| EventError::Malformed(format!("headers must be an object of strings: {e}")))
+}
+
+/// Appends a result's `multiValueHeaders` object (`{"name": ["value", …]}`) to `headers`.
+pub fn copy_multi(raw: &RawValue, headers: &mut HeaderMap) -> Result<(), EventError> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    ResultHeaders {
+        headers,
+        lists: true,
+    }
+    .deserialize(&mut deserializer)
+    .map_err(|e| {
+        EventError::Malformed(format!(
+            "multiValueHeaders must be an object of string lists: {e}"
+        ))
+    })
+}
+
+/// A result's headers, written straight into the response: no intermediate JSON values.
+/// Strings without escapes are borrowed from the result; numbers and booleans become text,
+/// `null` is skipped, hop-by-hop headers are dropped, and a name or value HTTP cannot carry
+/// is dropped with a warning.
+struct ResultHeaders<'h> {
+    headers: &'h mut HeaderMap,
+    /// Each value is a list of values (`multiValueHeaders`).
+    lists: bool,
+}
+
+impl ResultHeaders<'_> {
+    fn append(&mut self, name: &HeaderName, value: &str) {
+        match HeaderValue::from_str(value) {
+            Ok(value) => {
+                self.headers.append(name.clone(), value);
+            }
+            Err(_) => {
+                tracing::warn!(header = %name, "dropped a response header with an invalid value")
+            }
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ResultHeaders<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResultHeaders<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of header names and values")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(JsonText(name)) = map.next_key()? {
+            let values: Vec<JsonHeaderValue> = if self.lists {
+                map.next_value::<Option<Vec<JsonHeaderValue>>>()?
+                    .unwrap_or_default()
+            } else {
+                vec![map.next_value()?]
+            };
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                tracing::warn!(header = %name, "dropped a response header with an invalid name");
+                continue;
+            };
+            if HOP_BY_HOP.contains(&name.as_str()) {
+                continue;
+            }
+            for value in values.iter().filter_map(|v| v.0.as_deref()) {
+                self.append(&name, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+struct JsonText<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for JsonText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = JsonText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// A header value as a function may write it: text, a number, a boolean, or `null` (`None`).
+struct JsonHeaderValue<'de>(Option<Cow<'de, str>>);
+
+impl<'de> Deserialize<'de> for JsonHeaderValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = JsonHeaderValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JsonHeaderValue(None))
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
