@@ -364,6 +364,99 @@ mod tests {
         }
     }
 
+    /// `(status, content type, body)` of `error` at `door`.
+    fn at(door: FrontDoor, error: ProxyError) -> (u16, String, String) {
+        let response = error.to_response(door);
+        assert_eq!(
+            response.headers()[ERROR_HEADER],
+            error.kind(),
+            "same kinds everywhere"
+        );
+        (
+            response.status().as_u16(),
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            String::from_utf8(response.body().to_vec()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn each_front_door_answers_with_its_own_status_and_body() {
+        let function_error = || {
+            ProxyError::Target(TargetError::Function {
+                error_type: "E".into(),
+                message: "m".into(),
+            })
+        };
+        let json = "application/json".to_owned();
+        let rest_error = (
+            502,
+            json.clone(),
+            r#"{"message": "Internal server error"}"#.to_owned(),
+        );
+        assert_eq!(at(FrontDoor::Rest, function_error()), rest_error);
+        assert_eq!(
+            at(
+                FrontDoor::Rest,
+                ProxyError::Result(EventError::Malformed("x".into()))
+            ),
+            rest_error
+        );
+        assert_eq!(
+            at(FrontDoor::Rest, ProxyError::Target(TargetError::Timeout)),
+            (
+                504,
+                json.clone(),
+                r#"{"message": "Endpoint request timed out"}"#.to_owned()
+            )
+        );
+        let throttled = || {
+            ProxyError::Target(TargetError::InvokeRefused {
+                kind: "throttled",
+                message: "Rate exceeded".into(),
+            })
+        };
+        assert_eq!(at(FrontDoor::Rest, throttled()).0, 500);
+        let too_large = ProxyError::RequestTooLarge.to_response(FrontDoor::Rest);
+        assert_eq!(too_large.status(), 413);
+        assert_eq!(
+            too_large.headers()["x-amzn-errortype"],
+            "BadRequestException"
+        );
+
+        let url_error = (
+            502,
+            "text/plain; charset=utf-8".to_owned(),
+            "Internal Server Error".to_owned(),
+        );
+        assert_eq!(at(FrontDoor::FunctionUrl, function_error()), url_error);
+        assert_eq!(
+            at(
+                FrontDoor::FunctionUrl,
+                ProxyError::Target(TargetError::Timeout)
+            ),
+            url_error
+        );
+        assert_eq!(at(FrontDoor::FunctionUrl, throttled()).0, 429);
+
+        let (status, content_type, page) = at(FrontDoor::Alb, function_error());
+        assert_eq!((status, content_type.as_str()), (502, "text/html"));
+        assert!(page.contains("<title>502 Bad Gateway</title>"), "{page}");
+        let response = ProxyError::RequestTooLarge.to_response(FrontDoor::Alb);
+        assert_eq!(response.status(), 413);
+        assert_eq!(response.headers()["server"], "awselb/2.0");
+        assert_eq!(
+            at(FrontDoor::Alb, ProxyError::Target(TargetError::QueueFull)).0,
+            503
+        );
+
+        // A host no rule serves is answered as HTTP API answers it, whatever the door.
+        let no_rule = ProxyError::NoRule(Host::parse("x").unwrap());
+        assert_eq!(at(FrontDoor::Alb, no_rule).0, 404);
+    }
+
     #[test]
     fn no_rule_names_the_host_escaped() {
         let host = Host::parse("we\"ird").unwrap();

@@ -357,3 +357,42 @@ fn an_event_over_the_limit_is_refused_without_being_built_whole() {
     let event = to_event(&incoming(fits), Flavor::HttpApi).unwrap();
     assert!(event.len() <= crate::event::MAX_EVENT_BYTES);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Function URLs
+
+#[test]
+fn the_function_url_documentation_example_becomes_exactly_that_event() {
+    let event = request(
+        "POST",
+        "/my/path?parameter1=value1&parameter1=value2&parameter2=value",
+    )
+    .header("Header1", "value1")
+    .header("Header2", "value1")
+    .header("Header2", "value2")
+    .header("Cookie", "cookie1; cookie2")
+    .header("Content-Type", "text/plain")
+    .header("Host", "abcdefghijklmnop.lambda-url.us-west-2.on.aws")
+    .header("User-Agent", "agent")
+    .body(b"Hello from client!")
+    .event(&Format::FunctionUrl);
+    let expected: Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/function_url_doc_example_event.json"
+    ))
+    .unwrap();
+    assert_eq!(event, expected);
+}
+
+#[test]
+fn a_rust_function_reads_a_function_url_event_with_aws_lambda_events() {
+    use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
+    let bytes = request("GET", "/p?x=1")
+        .header("Host", "id.lambda-url.eu-west-1.on.aws")
+        .header("Cookie", "s=1")
+        .event_bytes(&Format::FunctionUrl);
+    let parsed: LambdaFunctionUrlRequest = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(parsed.raw_path.as_deref(), Some("/p"));
+    assert_eq!(parsed.cookies, Some(vec!["s=1".to_owned()]));
+    assert_eq!(parsed.headers["cookie"], "s=1");
+    assert_eq!(parsed.request_context.apiid.as_deref(), Some("id"));
+}
