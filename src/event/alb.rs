@@ -136,9 +136,9 @@ impl Serialize for MultiHeaders<'_> {
 // ---------------------------------------------------------------------------------------------
 // Function result → HTTP response
 
-/// Turns a function's result into the response ALB would send. The result must use the header
-/// field of the target group's mode: the other one is a malformed result
-/// (`LambdaInvalidResponse`, 502).
+/// Turns a function's result into the response ALB would send. Only the header field of the
+/// target group's mode counts; the other is ignored (the Rust `lambda_http` crate returns
+/// both for that reason: lambda-http/src/response.rs).
 pub fn from_result(payload: Bytes, multi_value: bool) -> Result<Response<Bytes>, EventError> {
     if payload.len() > ALB_LIMIT {
         return Err(EventError::TooLarge(ALB_LIMIT));
@@ -152,15 +152,10 @@ pub fn from_result(payload: Bytes, multi_value: bool) -> Result<Response<Bytes>,
         .and_then(|raw| parse_status(raw))?;
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = status;
-    let (used, other) = match multi_value {
-        true => ("multiValueHeaders", "headers"),
-        false => ("headers", "multiValueHeaders"),
+    let used = match multi_value {
+        true => "multiValueHeaders",
+        false => "headers",
     };
-    if fields.get(other).is_some_and(|raw| raw.get() != "null") {
-        return Err(malformed(format!(
-            "the target group sends {used}, so the result must use {used}, not {other}"
-        )));
-    }
     if let Some(raw) = fields.get(used) {
         let headers = response.headers_mut();
         match multi_value {

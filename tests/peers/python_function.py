@@ -44,3 +44,12 @@ def handler(event, context):
 
 def broken_init_handler(event, context):
     return {}
+
+
+def echo_event(event, context):
+    """Returns the event itself, in a result every front door accepts."""
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(event),
+    }

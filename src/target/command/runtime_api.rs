@@ -2,6 +2,11 @@
 //! `/next` hands out one invocation at a time, `/response` and `/error` settle it, and
 //! `/init/error` reports a runtime that cannot start. Status codes and error bodies for
 //! misuse follow AWS's own implementation (the Runtime Interface Emulator's `rapi` package).
+//!
+//! Of the Extensions API (2020-01-01) it serves registration, and an `event/next` that waits
+//! until the environment ends: extensions that only need to be registered run (the Lambda Web
+//! Adapter, run as the function's bootstrap, registers itself before it serves), but no
+//! INVOKE or SHUTDOWN events are sent.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -22,6 +27,7 @@ use crate::event::MAX_RESULT_BYTES;
 use crate::target::ErrorObject;
 
 const PREFIX: &str = "/2018-06-01/runtime";
+const EXTENSION_PREFIX: &str = "/2020-01-01/extension";
 
 /// One invocation on its way to the runtime.
 pub struct Invocation {
@@ -93,6 +99,9 @@ impl RuntimeApi {
 
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_owned();
+        if let Some(route) = path.strip_prefix(EXTENSION_PREFIX) {
+            return self.extension(request.method(), route).await;
+        }
         let Some(route) = path.strip_prefix(PREFIX) else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -138,6 +147,40 @@ impl RuntimeApi {
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 "no such Runtime API path",
+            ),
+        }
+    }
+
+    async fn extension(&self, method: &Method, route: &str) -> Response<Full<Bytes>> {
+        match (method, route) {
+            (&Method::POST, "/register") => {
+                let name = self.function_arn.rsplit(':').next().unwrap_or("");
+                let body = serde_json::json!({
+                    "functionName": name,
+                    "functionVersion": "$LATEST",
+                    "handler": "",
+                });
+                let mut response = json_response(StatusCode::OK, body.to_string()).map(Full::new);
+                if let Ok(id) = HeaderValue::try_from(crate::ids::lambda_request_id()) {
+                    response
+                        .headers_mut()
+                        .insert("lambda-extension-identifier", id);
+                }
+                response
+            }
+            (&Method::GET, "/event/next") => {
+                let mut death = self.death.subscribe();
+                let _ = death.wait_for(Option::is_some).await;
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Extension.Shutdown",
+                    "the execution environment is shutting down",
+                )
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such Extensions API path",
             ),
         }
     }
@@ -336,6 +379,37 @@ mod tests {
             .map(|r| r.response().status().as_u16())
             .into();
         assert_eq!(statuses, [400, 403]);
+    }
+
+    #[tokio::test]
+    async fn extensions_register_and_wait_for_the_environment_to_end() {
+        let (_sender, next) = mpsc::channel(1);
+        let death = Arc::new(watch::channel(None).0);
+        let arn = "arn:aws:lambda:eu-central-1:000000000000:function:hello";
+        let api = Arc::new(RuntimeApi::new(arn.into(), next, death.clone()));
+        let registered = api.extension(&Method::POST, "/register").await;
+        assert_eq!(registered.status(), 200);
+        assert!(
+            registered
+                .headers()
+                .contains_key("lambda-extension-identifier")
+        );
+        let body = registered.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["functionName"], "hello");
+
+        let waiting = tokio::spawn({
+            let api = api.clone();
+            async move { api.extension(&Method::GET, "/event/next").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "no events until the environment ends"
+        );
+        death.send_replace(Some(Death::Exited("gone".into())));
+        assert_eq!(waiting.await.unwrap().status(), 500);
+        assert_eq!(api.extension(&Method::GET, "/other").await.status(), 404);
     }
 
     #[test]
