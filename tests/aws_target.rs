@@ -56,6 +56,41 @@ async fn moto_answers_scripted_results_and_oversized_ones_through_the_sdk() {
 }
 
 #[tokio::test]
+async fn aws_rules_send_and_answer_in_any_event_format() {
+    let moto = Moto::start().await;
+    moto.use_simple_lambda().await;
+    let lrp = Lrp::start_with(
+        "region: us-east-1\naws:\n  - {hostname: rest.aws, function_name: orders, event: rest}\n  \
+         - {hostname: alb.aws, function_name: orders, event: alb}\n",
+        moto.lrp_env(),
+    );
+    // moto echoes the payload: a REST event arrives through the SDK, and is no valid REST
+    // result (no statusCode), which REST answers with its 502.
+    let reply = send(lrp.request("GET", "rest.aws", "/items?id=7"), "").await;
+    assert_eq!(reply.status, 502, "{}\n{}", reply.text(), lrp.logs());
+    assert_eq!(reply.text(), r#"{"message": "Internal server error"}"#);
+    assert_eq!(reply.header("x-lrp-error"), Some("malformed-result"));
+
+    moto.queue_results(&[json!({
+        "statusCode": 200,
+        "statusDescription": "200 OK",
+        "headers": {"content-type": "text/plain"},
+        "body": "from an ALB result",
+    })
+    .to_string()])
+        .await;
+    let reply = send(lrp.request("GET", "alb.aws", "/"), "").await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "from an ALB result")
+    );
+    assert!(
+        reply.header("apigw-requestid").is_none(),
+        "ALB sends no request id"
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_function_is_500_with_its_own_error_kind_and_the_sdk_chain_logged() {
     let moto = Moto::start().await;
     let lrp = Lrp::start_with(
