@@ -13,12 +13,11 @@ use http::StatusCode;
 use http::header::{self, HeaderValue};
 use hyper::ext::ReasonPhrase;
 use indexmap::IndexMap;
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::body::{EventBody, result_body};
-use super::headers::{self, Values};
+use super::headers::{self, AllValues, LastValues};
 use super::{EventError, EventTooLarge, IncomingRequest, parse_status, serialize_limited};
 
 /// The largest request body and result an ALB passes to or takes from Lambda.
@@ -50,8 +49,8 @@ pub fn to_event(
         path: parts.uri.path(),
         query_string_parameters: (!multi_value).then(|| last_values(&query)),
         multi_value_query_string_parameters: multi_value.then_some(&query),
-        headers: (!multi_value).then_some(SingleHeaders(request)),
-        multi_value_headers: multi_value.then_some(MultiHeaders(request)),
+        headers: (!multi_value).then_some(LastValues(request)),
+        multi_value_headers: multi_value.then_some(AllValues(request)),
         is_base64_encoded: body.as_ref().is_some_and(EventBody::is_base64),
         // ALB sends an empty string for no body.
         body: body.unwrap_or(EventBody::Text(Cow::Borrowed(""))),
@@ -71,9 +70,9 @@ struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     multi_value_query_string_parameters: Option<&'a IndexMap<&'a str, Vec<&'a str>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    headers: Option<SingleHeaders<'a>>,
+    headers: Option<LastValues<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    multi_value_headers: Option<MultiHeaders<'a>>,
+    multi_value_headers: Option<AllValues<'a>>,
     is_base64_encoded: bool,
     body: EventBody<'a>,
 }
@@ -105,32 +104,6 @@ fn last_values<'a>(query: &IndexMap<&'a str, Vec<&'a str>>) -> IndexMap<&'a str,
         .iter()
         .filter_map(|(key, values)| Some((*key, *values.last()?)))
         .collect()
-}
-
-/// `headers` in single-value mode: the last value of a repeated header wins.
-struct SingleHeaders<'a>(&'a IncomingRequest<'a>);
-
-impl Serialize for SingleHeaders<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        headers::for_each(self.0, false, |name, values| {
-            map.serialize_entry(name, &values.last())
-        })?;
-        map.end()
-    }
-}
-
-/// `multiValueHeaders` in multi-value mode: every value.
-struct MultiHeaders<'a>(&'a IncomingRequest<'a>);
-
-impl Serialize for MultiHeaders<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        headers::for_each(self.0, false, |name, values: Values| {
-            map.serialize_entry(name, &values)
-        })?;
-        map.end()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ use std::fmt;
 use http::HeaderMap;
 use http::header::{self, GetAll, HeaderName, HeaderValue};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde::ser::SerializeSeq;
+use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -114,6 +114,50 @@ pub fn for_each<'a, E>(
         Values::Added(Cow::Owned(request.local_port.to_string())),
     )?;
     emit(FORWARDED_PROTO, Values::Added(Cow::Borrowed("http")))
+}
+
+/// The request's headers as a map of each name's last value (payload 1.0's `headers`, ALB's
+/// single-value mode).
+pub struct LastValues<'a>(pub &'a IncomingRequest<'a>);
+
+impl Serialize for LastValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for_each(self.0, false, |name, values| {
+            map.serialize_entry(name, &values.last())
+        })?;
+        map.end()
+    }
+}
+
+/// The request's headers as a map of every value in arrival order (`multiValueHeaders`).
+pub struct AllValues<'a>(pub &'a IncomingRequest<'a>);
+
+impl Serialize for AllValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for_each(self.0, false, |name, values| {
+            map.serialize_entry(name, &values)
+        })?;
+        map.end()
+    }
+}
+
+/// The request's headers as a map of each name's values joined with `,` (payload 2.0), with
+/// `cookie` left out when `skip_cookie` (HTTP API moves it to `cookies`).
+pub struct JoinedValues<'a> {
+    pub request: &'a IncomingRequest<'a>,
+    pub skip_cookie: bool,
+}
+
+impl Serialize for JoinedValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for_each(self.request, self.skip_cookie, |name, values| {
+            map.serialize_entry(name, &values.joined(","))
+        })?;
+        map.end()
+    }
 }
 
 /// Every `name=value` pair of every Cookie header, in order.

@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::Version;
+use bytes::Bytes;
+use http::{Response, Version};
 use serde_json::Value;
 
 use super::{Format, IncomingRequest};
@@ -71,4 +72,14 @@ impl RequestBuilder {
     pub fn event(self, format: &Format) -> Value {
         serde_json::from_slice(&self.event_bytes(format)).unwrap()
     }
+}
+
+/// Every value of the response header `name`, as text.
+pub fn header_values(response: &Response<Bytes>, name: &str) -> Vec<String> {
+    response
+        .headers()
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
 }

@@ -14,12 +14,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response};
 use indexmap::IndexMap;
-use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::body::{EventBody, result_body};
-use super::headers::{self, Values};
+use super::headers::{self, AllValues, LastValues};
 use super::{
     ACCOUNT_ID, API_ID, EventError, EventTooLarge, IncomingRequest, MAX_EVENT_BYTES, RestOptions,
     domain_prefix, parse_status, protocol, serialize_limited,
@@ -77,8 +76,8 @@ pub fn to_event(
         resource,
         path,
         http_method: parts.method.as_str(),
-        headers: SingleHeaders(request),
-        multi_value_headers: MultiHeaders(request),
+        headers: LastValues(request),
+        multi_value_headers: AllValues(request),
         query_string_parameters: query.as_ref().map(Query::last_values),
         multi_value_query_string_parameters: query.as_ref().map(|q| &q.0),
         path_parameters,
@@ -119,8 +118,8 @@ struct Event<'a> {
     resource: &'static str,
     path: &'a str,
     http_method: &'a str,
-    headers: SingleHeaders<'a>,
-    multi_value_headers: MultiHeaders<'a>,
+    headers: LastValues<'a>,
+    multi_value_headers: AllValues<'a>,
     query_string_parameters: Option<IndexMap<&'a str, &'a str>>,
     multi_value_query_string_parameters: Option<&'a IndexMap<Cow<'a, str>, Vec<Cow<'a, str>>>>,
     path_parameters: Option<HashMap<&'static str, Cow<'a, str>>>,
@@ -223,32 +222,6 @@ impl<'a> Query<'a> {
             .iter()
             .filter_map(|(key, values)| Some((key.as_ref(), values.last()?.as_ref())))
             .collect()
-    }
-}
-
-/// `headers`: one value per name, the last one when a header repeats.
-struct SingleHeaders<'a>(&'a IncomingRequest<'a>);
-
-impl Serialize for SingleHeaders<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        headers::for_each(self.0, false, |name, values| {
-            map.serialize_entry(name, &values.last())
-        })?;
-        map.end()
-    }
-}
-
-/// `multiValueHeaders`: every value, in arrival order.
-struct MultiHeaders<'a>(&'a IncomingRequest<'a>);
-
-impl Serialize for MultiHeaders<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        headers::for_each(self.0, false, |name, values: Values| {
-            map.serialize_entry(name, &values)
-        })?;
-        map.end()
     }
 }
 

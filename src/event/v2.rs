@@ -10,12 +10,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use indexmap::IndexMap;
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::body::{EventBody, result_body};
-use super::headers::{self, cookies};
+use super::headers::{self, JoinedValues, cookies};
 use super::{
     ACCOUNT_ID, API_ID, EventError, EventTooLarge, IncomingRequest, MAX_EVENT_BYTES, domain_prefix,
     parse_status, protocol, serialize_limited,
@@ -49,7 +48,11 @@ pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>
         raw_path,
         raw_query_string: raw_query,
         cookies: cookies(&parts.headers),
-        headers: EventHeaders { request, flavor },
+        headers: JoinedValues {
+            request,
+            // HTTP API moves `cookie` to `cookies`; function URLs keep it in both.
+            skip_cookie: flavor == Flavor::HttpApi,
+        },
         query_string_parameters: query_parameters(raw_query),
         request_context: RequestContext {
             account_id: ACCOUNT_ID,
@@ -90,7 +93,7 @@ struct Event<'a> {
     raw_query_string: &'a str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     cookies: Vec<&'a str>,
-    headers: EventHeaders<'a>,
+    headers: JoinedValues<'a>,
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     query_string_parameters: IndexMap<Cow<'a, str>, Cow<'a, str>>,
     request_context: RequestContext<'a>,
@@ -140,24 +143,6 @@ fn query_parameters(raw_query: &str) -> IndexMap<Cow<'_, str>, Cow<'_, str>> {
         }
     }
     parameters
-}
-
-/// The event's `headers`: lower-case names, repeated values joined with `,`, and the headers
-/// AWS adds. HTTP API moves `cookie` to `cookies`; function URLs keep it in both.
-struct EventHeaders<'a> {
-    request: &'a IncomingRequest<'a>,
-    flavor: Flavor,
-}
-
-impl Serialize for EventHeaders<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        let skip_cookie = self.flavor == Flavor::HttpApi;
-        headers::for_each(self.request, skip_cookie, |name, values| {
-            map.serialize_entry(name, &values.joined(","))
-        })?;
-        map.end()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::event::testing::{REQUEST_ID, request};
+use crate::event::testing::{REQUEST_ID, header_values, request};
 use crate::event::{Format, RestOptions};
 
 fn rest() -> Format {
@@ -200,15 +200,6 @@ const REST: ResultRules = ResultRules::Rest {
     decode_base64: false,
 };
 
-fn values(response: &Response<Bytes>, name: &str) -> Vec<String> {
-    response
-        .headers()
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn headers_and_multi_value_headers_merge_as_documented() {
     let response = respond(
@@ -221,17 +212,20 @@ fn headers_and_multi_value_headers_merge_as_documented() {
     .unwrap();
     assert_eq!(response.status(), 201);
     // The same pair in both appears once; every other value is kept.
-    assert_eq!(values(&response, "x-a"), ["1", "2"]);
-    assert_eq!(values(&response, "x-b"), ["only-single"]);
-    assert_eq!(values(&response, "set-cookie"), ["a=1", "b=2"]);
-    assert_eq!(values(&response, "content-type"), ["text/html"]);
+    assert_eq!(header_values(&response, "x-a"), ["1", "2"]);
+    assert_eq!(header_values(&response, "x-b"), ["only-single"]);
+    assert_eq!(header_values(&response, "set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(header_values(&response, "content-type"), ["text/html"]);
     assert_eq!(response.body(), "<p>hi</p>");
 }
 
 #[test]
 fn a_result_without_content_type_is_json_and_status_is_required() {
     let response = respond(r#"{"statusCode": "200", "body": "{}"}"#, REST).unwrap();
-    assert_eq!(values(&response, "content-type"), ["application/json"]);
+    assert_eq!(
+        header_values(&response, "content-type"),
+        ["application/json"]
+    );
     for rules in [REST, ResultRules::HttpApi] {
         assert!(matches!(
             respond(r#"{"body": "x"}"#, rules),

@@ -9,7 +9,7 @@ use http::Version;
 use std::net::Ipv4Addr;
 use std::time::UNIX_EPOCH;
 
-use crate::event::testing::{TRACE_ID, request};
+use crate::event::testing::{TRACE_ID, header_values, request};
 
 #[test]
 fn the_spec_example_becomes_exactly_the_documented_event() {
@@ -187,15 +187,6 @@ fn a_rust_function_reads_the_event_with_aws_lambda_events() {
 
 fn respond(result: &str) -> Result<Response<Bytes>, EventError> {
     from_result(Bytes::copy_from_slice(result.as_bytes()))
-}
-
-fn header_values(response: &Response<Bytes>, name: &str) -> Vec<String> {
-    response
-        .headers()
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
 }
 
 #[test]
