@@ -6,6 +6,7 @@
 mod alb;
 mod body;
 mod headers;
+mod prelude;
 #[cfg(test)]
 mod testing;
 mod v1;
@@ -104,12 +105,16 @@ impl Format {
     }
 
     /// The response this front door makes of a function's result. `accept` is the request's
-    /// `Accept` header (REST decodes binary results by it).
+    /// `Accept` header (REST decodes binary results by it). A streaming function's answer,
+    /// buffered by its endpoint, is the response its prelude describes, whatever the format.
     pub fn from_result(
         &self,
         result: Bytes,
         accept: Option<&str>,
     ) -> Result<Response<Bytes>, EventError> {
+        if let Some(streamed) = prelude::buffered_stream(&result) {
+            return streamed;
+        }
         match self {
             Format::HttpApi | Format::FunctionUrl => v2::from_result(result),
             Format::HttpApiV1 => v1::from_result(result, v1::ResultRules::HttpApi),

@@ -129,6 +129,15 @@ async fn answer(request: Request<Incoming>, counters: &Counters) -> Response<Ful
         "empty" => (200, Bytes::new()),
         "garbage" => (200, "<html>not json</html>".into()),
         "status101" => (200, r#"{"statusCode":101,"body":"upgrade?"}"#.into()),
+        // A streaming function's answer as the official RIE returns it: the stream buffered,
+        // its content type dropped (prelude, eight NUL bytes, body).
+        "streamed" => {
+            let prelude = r#"{"statusCode":202,"headers":{"content-type":"text/event-stream"},"cookies":["s=1"]}"#;
+            let mut body = prelude.as_bytes().to_vec();
+            body.extend_from_slice(&[0; 8]);
+            body.extend_from_slice(b"data: one\n\ndata: two\n\n");
+            (200, body.into())
+        }
         "huge-error" => {
             let message = "m".repeat(1024 * 1024);
             let body = format!(r#"{{"errorMessage":"{message}","errorType":"HugeError"}}"#);
