@@ -1,10 +1,20 @@
-//! Streamed responses. An endpoint such as the Runtime Interface Emulator buffers a streaming
-//! function's answer; lrp still makes the response the function described.
+//! Streamed responses: a real streaming runtime (the Rust `lambda_runtime` crate's streaming
+//! API) under a `command` rule, chunk by chunk to the client; and an endpoint such as the
+//! Runtime Interface Emulator, which buffers a streaming function's answer.
 
 mod common;
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 use common::fake_rie::FakeRie;
-use common::{Lrp, send};
+use common::{Lrp, example_binary, send, tool};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 #[tokio::test]
 async fn an_endpoints_buffered_stream_becomes_the_response_its_prelude_describes() {
@@ -21,4 +31,195 @@ async fn an_endpoints_buffered_stream_becomes_the_response_its_prelude_describes
         assert_eq!(reply.all("set-cookie"), ["s=1"]);
         assert_eq!(reply.text(), "data: one\n\ndata: two\n\n");
     }
+}
+
+/// lrp running the `lambda_runtime` streaming function under `hostname`.
+fn stream_function(hostname: &str, extra: &str) -> String {
+    format!(
+        "  - hostname: {hostname}\n    command: [{:?}]\n{extra}",
+        example_binary("stream-function").display().to_string()
+    )
+}
+
+/// A response whose body is read frame by frame, as a client of a stream reads it.
+struct Streaming {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Incoming,
+}
+
+async fn open(lrp: &Lrp, host: &str, path: &str) -> Streaming {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let request = lrp.request("GET", host, path).body(Empty::new()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("the head arrives within 10 s")
+        .expect("the request goes through");
+    let (parts, body) = response.into_parts();
+    Streaming {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+impl Streaming {
+    /// The next data chunk; `None` at the end; `Err` when the stream broke off.
+    async fn chunk(&mut self) -> Option<Result<Bytes, hyper::Error>> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("a chunk within 10 s")?;
+            match frame.map(|f| f.into_data()) {
+                Ok(Ok(data)) => return Some(Ok(data)),
+                Ok(Err(_trailers)) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// Reads until `text` has arrived, returning everything read.
+    async fn until(&mut self, text: &str) -> String {
+        let mut read = String::new();
+        while !read.contains(text) {
+            let chunk = self
+                .chunk()
+                .await
+                .expect("more to read")
+                .expect("an intact stream");
+            read.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        read
+    }
+
+    async fn rest(&mut self) -> Result<String, hyper::Error> {
+        let mut read = String::new();
+        while let Some(chunk) = self.chunk().await {
+            read.push_str(&String::from_utf8_lossy(&chunk?));
+        }
+        Ok(read)
+    }
+}
+
+#[tokio::test]
+async fn the_first_chunk_arrives_while_the_function_is_still_writing() {
+    let lrp = Lrp::start(&format!("local:\n{}", stream_function("stream", "")));
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("/gated?dir={}", dir.path().display());
+    let mut response = open(&lrp, "stream", &path).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers["content-type"], "text/plain");
+    assert!(
+        !response.headers.contains_key("content-length"),
+        "streamed, not buffered"
+    );
+    // The function writes "second" only once this file exists, so "first" can only be here
+    // if lrp forwarded it while the function was still writing.
+    assert_eq!(response.until("first\n").await, "first\n");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(response.rest().await.unwrap(), "second\n");
+}
+
+#[tokio::test]
+async fn the_prelude_gives_status_headers_and_cookies() {
+    let lrp = Lrp::start(&format!("local:\n{}", stream_function("stream", "")));
+    let mut response = open(&lrp, "stream", "/created").await;
+    assert_eq!(response.status, 201);
+    let values = |name: &str| -> Vec<String> {
+        let values = response.headers.get_all(name).iter();
+        values.map(|v| v.to_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(values("x-multi"), ["one", "two"]);
+    assert_eq!(values("set-cookie"), ["a=1; Path=/", "b=2; Path=/"]);
+    assert_eq!(response.rest().await.unwrap(), "created");
+}
+
+/// An error reported in the trailers after the first byte cuts the response off, as Lambda
+/// does: HTTP/1.1 ends without its last chunk. (The Rust `lambda_runtime` 1.x writes such an
+/// error into the body as text instead of trailers, so this uses a runtime that sends real
+/// trailers, as Node's `aws-lambda-ric` does.)
+#[tokio::test]
+async fn an_error_mid_stream_cuts_the_response_off() {
+    let runtime =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/trailer_error_runtime.py");
+    let lrp = Lrp::start(&format!(
+        "local:\n  - hostname: failing\n    command: [{:?}, {:?}]\n",
+        tool("python").display().to_string(),
+        runtime.display().to_string()
+    ));
+    for _ in 0..2 {
+        let mut response = open(&lrp, "failing", "/").await;
+        assert_eq!(response.status, 200, "the head was sent before the error");
+        assert_eq!(response.until("partial\n").await, "partial\n");
+        assert!(
+            response.rest().await.is_err(),
+            "the response ends without its last chunk"
+        );
+    }
+    lrp.expect_log("Custom.Failure: failed mid-stream").await;
+    // The instance reported the error, and served the second request too.
+    assert_eq!(
+        lrp.process.output.count("started an instance"),
+        1,
+        "{}",
+        lrp.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_stream_frees_the_instance() {
+    let lrp = Lrp::start(&format!(
+        "local:\n{}",
+        stream_function("stream", "    timeout: 60s\n")
+    ));
+    let mut response = open(&lrp, "stream", "/endless").await;
+    response.until("tick\n").await;
+    drop(response);
+    lrp.wait_metric(r#"lrp_running_invocations{rule="stream"}"#, 0)
+        .await;
+    let mut next = open(&lrp, "stream", "/").await;
+    assert_eq!(next.rest().await.unwrap(), "hello\n");
+    assert_eq!(
+        lrp.process.output.count("started an instance"),
+        1,
+        "{}",
+        lrp.logs()
+    );
+}
+
+#[tokio::test]
+async fn the_rules_timeout_covers_the_whole_stream() {
+    let lrp = Lrp::start(&format!(
+        "local:\n{}",
+        stream_function("stream", "    timeout: 1s\n")
+    ));
+    let started = Instant::now();
+    let mut response = open(&lrp, "stream", "/endless").await;
+    response.until("tick\n").await;
+    assert!(response.rest().await.is_err(), "cut off at the deadline");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    lrp.expect_log("a stream was cut: stopping the instance")
+        .await;
+    let mut next = open(&lrp, "stream", "/").await;
+    assert_eq!(next.rest().await.unwrap(), "hello\n");
+}
+
+#[tokio::test]
+async fn fifty_megabytes_stream_through_with_memory_flat() {
+    let lrp = Lrp::start(&format!("local:\n{}", stream_function("stream", "")));
+    let mut warm = open(&lrp, "stream", "/").await;
+    warm.rest().await.unwrap();
+    let before = lrp.process.peak_rss_kib();
+    let mut response = open(&lrp, "stream", "/big/50").await;
+    let mut received = 0;
+    while let Some(chunk) = response.chunk().await {
+        received += chunk.unwrap().len();
+    }
+    assert_eq!(received, 50 * 1024 * 1024);
+    let after = lrp.process.peak_rss_kib();
+    assert!(
+        after < before + 16 * 1024,
+        "peak RSS grew from {before} to {after} KiB for a 50 MiB stream"
+    );
 }

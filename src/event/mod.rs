@@ -6,7 +6,7 @@
 mod alb;
 mod body;
 mod headers;
-mod prelude;
+pub mod prelude;
 #[cfg(test)]
 mod testing;
 mod v1;

@@ -17,7 +17,9 @@ use serde_json::value::RawValue;
 use super::{EventError, parse_status};
 
 /// What ends the prelude.
-const DELIMITER: [u8; 8] = [0; 8];
+pub const DELIMITER: [u8; 8] = [0; 8];
+/// The content type of a stream that a prelude leads.
+pub const PRELUDE_CONTENT_TYPE: &str = "application/vnd.awslambda.http-integration-response";
 /// What a streamed response without a content type is sent with.
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -33,10 +35,27 @@ pub fn buffered_stream(payload: &Bytes) -> Option<Result<Response<Bytes>, EventE
     Some(response(&fields, body))
 }
 
-fn response(
-    fields: &HashMap<Cow<str>, &RawValue>,
-    body: Bytes,
-) -> Result<Response<Bytes>, EventError> {
+/// The response head a live stream's prelude (the JSON before the delimiter) describes.
+pub fn head(prelude: &[u8]) -> Result<Response<()>, EventError> {
+    let fields: HashMap<Cow<str>, &RawValue> = serde_json::from_slice(prelude).map_err(|e| {
+        EventError::Malformed(format!("the stream's prelude is not a JSON object: {e}"))
+    })?;
+    response(&fields, ())
+}
+
+/// The head of a stream without a prelude: 200, with the runtime's content type.
+pub fn raw_head(content_type: Option<&str>) -> Response<()> {
+    let mut response = Response::new(());
+    let content_type = content_type
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    response
+}
+
+fn response<B>(fields: &HashMap<Cow<str>, &RawValue>, body: B) -> Result<Response<B>, EventError> {
     let status = match fields.get("statusCode") {
         Some(raw) => parse_status(raw)?,
         None => StatusCode::OK,

@@ -2,6 +2,7 @@
 //! keep-alive bounds, reloads, and the drain on shutdown. What happens to one request is in
 //! [`pipeline`].
 
+mod body;
 mod pipeline;
 
 use std::convert::Infallible;

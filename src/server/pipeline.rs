@@ -9,17 +9,19 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::{Level, debug};
 
+use super::body::{self, ResponseBody};
 use super::{Proxy, Route, State};
 use crate::error::ProxyError;
 use crate::event::{FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
 use crate::router::{Host, HostError, InternalRoute, internal_route};
+use crate::target::Invoked;
 
 /// The header HTTP API gives every response its request id in; REST and function URLs use
 /// `x-amzn-requestid`, and ALB none.
@@ -33,7 +35,7 @@ pub(super) async fn handle(
     peer: SocketAddr,
     local_port: u16,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     // This request keeps the table it started with, whatever a reload does meanwhile.
@@ -47,6 +49,7 @@ pub(super) async fn handle(
         let response = internal_response(route, state, &proxy);
         debug!(method = %parts.method, path = parts.uri.path(),
             status = response.status().as_u16(), "internal route");
+        let response = response.map(ResponseBody::whole);
         return finish(response, &ids::api_request_id(), FrontDoor::HttpApi);
     }
 
@@ -110,7 +113,7 @@ pub(super) async fn handle(
             } else {
                 log_request!(Level::INFO, error = kind, cause = %cause,);
             }
-            error.to_response(door)
+            error.to_response(door).map(ResponseBody::whole)
         }
     };
     finish(response, &request_id, door)
@@ -145,7 +148,7 @@ async fn invoke(
     context: &RequestContext<'_>,
     body: Incoming,
     started: Instant,
-) -> Result<Response<Bytes>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     // Rule timeouts are at most 15 minutes (the config checks it): no overflow.
     let deadline = started + route.timeout;
     let admitted = match route.target.admit() {
@@ -180,15 +183,21 @@ async fn invoke(
         .to_event(&incoming)
         .map_err(|_| ProxyError::RequestTooLarge)?;
     drop(body);
-    let result = admitted
+    let result = match admitted
         .invoke(Bytes::from(event), deadline, &trace_id)
-        .await?;
+        .await?
+    {
+        Invoked::Buffered(result) => result,
+        // A stream carries its own head in its prelude, whatever the format.
+        Invoked::Streamed(stream) => return body::streaming_response(stream).await,
+    };
     let accept = context
         .parts
         .headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    Ok(route.format.from_result(result, accept)?)
+    let response = route.format.from_result(result, accept)?;
+    Ok(response.map(ResponseBody::whole))
 }
 
 /// Reads the body, never buffering more than an event may hold. Memory grows with the bytes
@@ -264,8 +273,7 @@ fn internal_response(route: InternalRoute, state: &State, proxy: &Proxy) -> Resp
 }
 
 /// The response with the front door's request id header.
-fn finish(response: Response<Bytes>, request_id: &str, door: FrontDoor) -> Response<Full<Bytes>> {
-    let mut response = response.map(Full::new);
+fn finish<B>(mut response: Response<B>, request_id: &str, door: FrontDoor) -> Response<B> {
     let name = match door {
         FrontDoor::HttpApi => HTTP_API_REQUEST_ID,
         FrontDoor::Rest | FrontDoor::FunctionUrl => AMZN_REQUEST_ID,

@@ -4,6 +4,7 @@ mod admission;
 pub mod aws;
 pub mod command;
 pub mod rie;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -154,6 +155,12 @@ impl Target {
     }
 }
 
+/// A function's answer: whole, or streaming.
+pub enum Invoked {
+    Buffered(Bytes),
+    Streamed(stream::ResultStream),
+}
+
 /// A request admitted to its function, ready to invoke once its event is built.
 pub enum Admitted<'a> {
     Rie(&'a rie::RieTarget, Ticket),
@@ -170,13 +177,16 @@ impl Admitted<'_> {
         event: Bytes,
         deadline: Instant,
         trace_id: &str,
-    ) -> Result<Bytes, TargetError> {
+    ) -> Result<Invoked, TargetError> {
         match self {
-            Admitted::Rie(target, ticket) => target.invoke(ticket, event, deadline).await,
+            Admitted::Rie(target, ticket) => target
+                .invoke(ticket, event, deadline)
+                .await
+                .map(Invoked::Buffered),
             Admitted::Command(target, ticket) => {
                 target.invoke(ticket, event, deadline, trace_id).await
             }
-            Admitted::Aws(target) => target.invoke(event, deadline).await,
+            Admitted::Aws(target) => target.invoke(event, deadline).await.map(Invoked::Buffered),
         }
     }
 }

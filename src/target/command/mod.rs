@@ -13,8 +13,9 @@ use tokio::time::Instant;
 
 use self::instance::{FunctionSpec, Instance};
 use self::runtime_api::{Death, Outcome};
-use super::TargetError;
 use super::admission::{Limiter, Ticket};
+use super::stream::{Ending, ResultStream, StreamEnd};
+use super::{Invoked, TargetError};
 use crate::config::CommandConfig;
 
 /// How long a stopping runtime gets between SIGTERM and SIGKILL.
@@ -76,15 +77,20 @@ impl CommandTarget {
         event: Bytes,
         deadline: Instant,
         trace_id: &str,
-    ) -> Result<Bytes, TargetError> {
+    ) -> Result<Invoked, TargetError> {
         let pool = self.pool.clone();
         let trace_id = trace_id.to_owned();
         // A client that goes away cannot leave an instance half-way through an invocation: it
-        // finishes, or is killed at the deadline.
+        // finishes, or is killed at the deadline. A stream holds the slot until it ends.
         ticket
             .run(deadline, |slot| async move {
-                let _slot = slot;
-                pool.run(event, deadline, &trace_id).await
+                match pool.run(event, deadline, &trace_id).await? {
+                    Invoked::Streamed(mut stream) => {
+                        stream.hold(slot);
+                        Ok(Invoked::Streamed(stream))
+                    }
+                    buffered => Ok(buffered),
+                }
             })
             .await
     }
@@ -102,11 +108,11 @@ impl CommandTarget {
 
 impl Pool {
     async fn run(
-        &self,
+        self: &Arc<Self>,
         event: Bytes,
         deadline: Instant,
         trace_id: &str,
-    ) -> Result<Bytes, TargetError> {
+    ) -> Result<Invoked, TargetError> {
         let mut instance = self.checkout().await?;
         let fresh = instance.served == 0;
         let outcome =
@@ -123,9 +129,24 @@ impl Pool {
                 if fresh {
                     self.init_succeeded();
                 }
+                if let Outcome::Stream {
+                    content_type,
+                    chunks,
+                    done,
+                } = outcome
+                {
+                    // The instance is busy until its stream ends.
+                    let end = Box::new(InstanceReturn {
+                        pool: self.clone(),
+                        instance,
+                        done,
+                    });
+                    let stream = ResultStream::new(content_type, chunks, deadline, end);
+                    return Ok(Invoked::Streamed(stream));
+                }
                 self.checkin(instance);
                 match outcome {
-                    Outcome::Response(result) => Ok(result),
+                    Outcome::Response(result) => Ok(Invoked::Buffered(result)),
                     Outcome::Error {
                         error_type,
                         message,
@@ -133,7 +154,9 @@ impl Pool {
                         error_type,
                         message,
                     }),
-                    Outcome::ResponseTooLarge => Err(TargetError::ResultTooLarge),
+                    Outcome::ResponseTooLarge | Outcome::Stream { .. } => {
+                        Err(TargetError::ResultTooLarge)
+                    }
                 }
             }
             Ok(Err(death)) => {
@@ -222,6 +245,39 @@ impl Pool {
             .partition(|i| i.idle_since.elapsed() >= idle_timeout || i.is_dead());
         *idle = kept;
         expired
+    }
+}
+
+/// Gives a streaming instance back to its pool when its stream ends: once the runtime's
+/// response is over (it is told to stop when the client went away), or killed when the stream
+/// was cut with the runtime perhaps still writing.
+struct InstanceReturn {
+    pool: Arc<Pool>,
+    instance: Instance,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl StreamEnd for InstanceReturn {
+    fn end(self: Box<Self>, ending: Ending) {
+        let InstanceReturn {
+            pool,
+            instance,
+            done,
+        } = *self;
+        if ending == Ending::Cut {
+            tracing::warn!(function = %pool.spec.name, instance = instance.id,
+                "a stream was cut: stopping the instance");
+            drop(instance);
+            return;
+        }
+        tokio::spawn(async move {
+            // Its response must be over before it serves again; one that does not end soon
+            // after its stream did is not waited for.
+            match tokio::time::timeout(STOP_GRACE, done).await {
+                Ok(_) => pool.checkin(instance),
+                Err(_) => drop(instance),
+            }
+        });
     }
 }
 

@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::json_response;
 use crate::event::MAX_RESULT_BYTES;
 use crate::target::ErrorObject;
+use crate::target::stream::{MAX_STREAM_BYTES, STREAM_BUFFER, StreamError};
 
 const PREFIX: &str = "/2018-06-01/runtime";
 const EXTENSION_PREFIX: &str = "/2020-01-01/extension";
@@ -39,11 +41,21 @@ pub struct Invocation {
 }
 
 /// How the runtime settled an invocation.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     Response(Bytes),
-    Error { error_type: String, message: String },
+    Error {
+        error_type: String,
+        message: String,
+    },
     ResponseTooLarge,
+    /// A response in streaming mode, its chunks arriving as the runtime writes them. `done`
+    /// resolves (with an error: its sender is dropped) once the runtime's request is over.
+    Stream {
+        content_type: Option<String>,
+        chunks: mpsc::Receiver<Result<Bytes, StreamError>>,
+        done: oneshot::Receiver<()>,
+    },
 }
 
 /// Why an execution environment can serve no more.
@@ -234,6 +246,13 @@ impl RuntimeApi {
         request_id: &str,
         request: Request<Incoming>,
     ) -> Response<Full<Bytes>> {
+        let streaming = request
+            .headers()
+            .get("lambda-runtime-function-response-mode")
+            .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"));
+        if streaming {
+            return self.settle_stream(request_id, request).await;
+        }
         let body = read_limited(request.into_body()).await;
         let outcome = match body {
             Ok(body) => Outcome::Response(body),
@@ -246,7 +265,7 @@ impl RuntimeApi {
                 );
             }
         };
-        let too_large = outcome == Outcome::ResponseTooLarge;
+        let too_large = matches!(outcome, Outcome::ResponseTooLarge);
         match self.settle(request_id, outcome) {
             Err(refusal) => refusal.response(),
             Ok(()) if too_large => error(
@@ -256,6 +275,36 @@ impl RuntimeApi {
             ),
             Ok(()) => accepted(),
         }
+    }
+
+    /// A response in streaming mode (the Lambda guide, "Response streaming"; Node's
+    /// `aws-lambda-ric` and the Rust `lambda_runtime` write it): a chunked body, and an error
+    /// mid-stream reported in the `Lambda-Runtime-Function-Error-Type` and `-Body` trailers.
+    /// Each chunk is handed on as it arrives; the runtime is answered once the stream ends,
+    /// or at once when the client has gone away.
+    async fn settle_stream(
+        &self,
+        request_id: &str,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (sender, chunks) = mpsc::channel(STREAM_BUFFER);
+        let (finished, done) = oneshot::channel();
+        let outcome = Outcome::Stream {
+            content_type,
+            chunks,
+            done,
+        };
+        if let Err(refusal) = self.settle(request_id, outcome) {
+            return refusal.response();
+        }
+        forward_stream(request.into_body(), &sender).await;
+        drop(finished);
+        accepted()
     }
 
     async fn settle_error(
@@ -312,6 +361,61 @@ impl Refusal {
             Refusal::AlreadyAnswered => invalid_state("the invocation was already answered"),
         }
     }
+}
+
+/// Hands each chunk of a streamed response on, until it ends, fails, passes the size limit,
+/// or nobody reads it any more (the client went away).
+async fn forward_stream(mut body: Incoming, sender: &mpsc::Sender<Result<Bytes, StreamError>>) {
+    let mut sent: u64 = 0;
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            () = sender.closed() => return,
+        };
+        let failure = match frame {
+            None => return,
+            Some(Err(_)) => StreamError::Broken,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => {
+                    sent += chunk.len() as u64;
+                    if sent > MAX_STREAM_BYTES {
+                        StreamError::TooLarge
+                    } else if sender.send(Ok(chunk)).await.is_err() {
+                        return;
+                    } else {
+                        continue;
+                    }
+                }
+                Err(frame) => match frame.into_trailers().ok().and_then(|t| trailer_error(&t)) {
+                    Some(failure) => failure,
+                    None => continue,
+                },
+            },
+        };
+        let _ = sender.send(Err(failure)).await;
+        return;
+    }
+}
+
+/// The error a runtime reports in a stream's trailers: its type, and its JSON body in base64.
+fn trailer_error(trailers: &http::HeaderMap) -> Option<StreamError> {
+    let error_type = trailers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)?;
+    let body = trailers
+        .get("lambda-runtime-function-error-body")
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+        })
+        .unwrap_or_default();
+    let (error_type, message) = describe_error(Some(error_type), &body);
+    Some(StreamError::Function {
+        error_type,
+        message,
+    })
 }
 
 enum BodyError {
@@ -372,7 +476,7 @@ mod tests {
         });
         assert_eq!(api.settle("b", outcome()), Err(Refusal::UnknownRequestId));
         assert_eq!(api.settle("a", outcome()), Ok(()));
-        assert_eq!(answered.try_recv(), Ok(outcome()));
+        assert!(matches!(answered.try_recv(), Ok(Outcome::Response(body)) if body == "{}"));
         assert_eq!(api.settle("a", outcome()), Err(Refusal::AlreadyAnswered));
 
         let statuses: Vec<u16> = [Refusal::UnknownRequestId, Refusal::AlreadyAnswered]
