@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::fake_rie::FakeRie;
-use common::{Lrp, example_binary, send, tool};
+use common::{Lrp, example_binary, free_port, send, tool};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -116,6 +116,27 @@ async fn the_first_chunk_arrives_while_the_function_is_still_writing() {
     );
     // The function writes "second" only once this file exists, so "first" can only be here
     // if lrp forwarded it while the function was still writing.
+    assert_eq!(response.until("first\n").await, "first\n");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(response.rest().await.unwrap(), "second\n");
+}
+
+#[tokio::test]
+async fn the_lambda_web_adapter_streams_a_web_app_that_writes_slowly() {
+    let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers");
+    let port = free_port();
+    let lrp = Lrp::start(&format!(
+        "local:\n  - hostname: lwa\n    command: [{:?}]\n    env: {{PORT: {port}, AWS_LWA_PORT: {port}, \
+         AWS_LWA_INVOKE_MODE: response_stream, PYTHON: {:?}, LAMBDA_ADAPTER: {:?}}}\n",
+        peers.join("lwa_bootstrap.sh").display().to_string(),
+        tool("python").display().to_string(),
+        tool("lambda-adapter").display().to_string(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("/gated?dir={}", dir.path().display());
+    let mut response = open(&lrp, "lwa", &path).await;
+    assert_eq!(response.status, 200, "{}", lrp.logs());
+    assert_eq!(response.headers["content-type"], "text/plain");
     assert_eq!(response.until("first\n").await, "first\n");
     std::fs::write(dir.path().join("go"), "").unwrap();
     assert_eq!(response.rest().await.unwrap(), "second\n");
