@@ -142,6 +142,43 @@ async fn the_lambda_web_adapter_streams_a_web_app_that_writes_slowly() {
     assert_eq!(response.rest().await.unwrap(), "second\n");
 }
 
+/// The README's example streams server-sent events one by one (lrp.example.yaml, run from
+/// the repository root with the README's first command).
+#[tokio::test]
+async fn the_examples_server_sent_events_arrive_one_by_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("lrp.example.yaml"))
+        .unwrap()
+        .replace("port: 8080", "port: 0")
+        .replace("working_dir: examples/", "working_dir: ../examples/");
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let config = dir.path().join("lrp.yaml");
+    std::fs::write(&config, example).unwrap();
+    let lrp = Lrp::start_file(&config);
+    let mut response = open(&lrp, "events.localhost", "/?count=3&interval=300").await;
+    assert_eq!(response.status, 200, "{}", lrp.logs());
+    assert_eq!(response.headers["content-type"], "text/event-stream");
+    let mut arrivals = Vec::new();
+    while let Some(chunk) = response.chunk().await {
+        let chunk = chunk.unwrap();
+        for event in String::from_utf8_lossy(&chunk).split_terminator("\n\n") {
+            arrivals.push((event.to_owned(), Instant::now()));
+        }
+    }
+    let events: Vec<&str> = arrivals.iter().map(|(event, _)| event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "id: 1\ndata: event 1 of 3",
+            "id: 2\ndata: event 2 of 3",
+            "id: 3\ndata: event 3 of 3"
+        ]
+    );
+    // Written 300 ms apart, they arrive apart: buffered, they would arrive together.
+    let spread = arrivals[2].1 - arrivals[0].1;
+    assert!(spread >= Duration::from_millis(400), "{spread:?}");
+}
+
 #[tokio::test]
 async fn the_prelude_gives_status_headers_and_cookies() {
     let lrp = Lrp::start(&format!("local:\n{}", stream_function("stream", "")));
