@@ -119,6 +119,8 @@ pub struct AwsConfig {
     pub function_name: String,
     pub qualifier: Option<String>,
     pub region: Option<String>,
+    /// `invoke_mode: response_stream`: call `InvokeWithResponseStream` and stream the answer.
+    pub response_stream: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,8 +256,13 @@ impl fmt::Display for Config {
                 )?,
                 TargetConfig::Aws(aws) => writeln!(
                     f,
-                    "  {} -> aws {}{}{} (event {event}, timeout {timeout})",
+                    "  {} -> aws {}{}{}{} (event {event}, timeout {timeout})",
                     rule.hostname,
+                    if aws.response_stream {
+                        "(streaming) "
+                    } else {
+                        ""
+                    },
                     aws.function_name,
                     aws.qualifier
                         .as_deref()
@@ -498,6 +505,17 @@ struct AwsRule {
     timeout: Option<FunctionTimeout>,
     #[serde(default)]
     event: Option<EventSetting>,
+    #[serde(default)]
+    invoke_mode: InvokeMode,
+}
+
+/// How an `aws:` rule calls Lambda, named as Lambda names a function URL's invoke mode.
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum InvokeMode {
+    #[default]
+    Buffered,
+    ResponseStream,
 }
 
 impl FileConfig {
@@ -555,6 +573,7 @@ impl FileConfig {
                     function_name: aws.function_name,
                     qualifier: aws.qualifier,
                     region: aws.region,
+                    response_stream: aws.invoke_mode == InvokeMode::ResponseStream,
                 }),
                 timeout: aws.timeout.map_or(default_timeout, |t| t.0),
                 event: event(aws.event),
@@ -1363,6 +1382,10 @@ mod tests {
             }
         );
         assert_eq!(events[3], &Format::FunctionUrl);
+        let TargetConfig::Aws(aws) = &config.rules[3].target else {
+            panic!("an aws rule");
+        };
+        assert!(!aws.response_stream, "buffered by default");
         let table = config.to_string();
         assert!(
             table.contains("(event rest (stage Prod, binary image/png), concurrency 1"),
@@ -1398,6 +1421,10 @@ mod tests {
             ),
             ("event: {type: rest, stages: x}\n", "unknown field `stages`"),
             ("event: {stage: x}\n", "missing field `type`"),
+            (
+                "aws:\n  - {hostname: a, function_name: f, invoke_mode: stream}\n",
+                "unknown variant `stream`, expected `buffered` or `response_stream`",
+            ),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(expected), "for {text:?}: {err}");
@@ -1421,6 +1448,14 @@ mod tests {
         assert!(
             table.contains("b -> aws f:live in us-west-2 (event http-api, timeout 30s)"),
             "{table}"
+        );
+        let streaming =
+            parse("aws:\n  - {hostname: s, function_name: f, invoke_mode: response_stream}\n")
+                .unwrap()
+                .to_string();
+        assert!(
+            streaming.contains("s -> aws (streaming) f (event http-api"),
+            "{streaming}"
         );
     }
 }

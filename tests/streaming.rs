@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::fake_rie::FakeRie;
-use common::{Lrp, example_binary, free_port, send, tool};
+use common::fake_stream_lambda::FakeStreamLambda;
+use common::{Lrp, aws_env, example_binary, free_port, send, tool};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -280,4 +281,32 @@ async fn fifty_megabytes_stream_through_with_memory_flat() {
         after < before + 16 * 1024,
         "peak RSS grew from {before} to {after} KiB for a 50 MiB stream"
     );
+}
+
+/// `invoke_mode: response_stream`: lrp calls InvokeWithResponseStream through the AWS SDK and
+/// forwards the payload chunks as they arrive. No local peer serves that call faithfully (see
+/// `common::fake_stream_lambda`), so this runs against one written from the API reference.
+#[tokio::test]
+async fn aws_rules_stream_from_a_faithful_invoke_with_response_stream_server() {
+    let lambda = FakeStreamLambda::start().await;
+    let lrp = Lrp::start_with(
+        "region: us-east-1\naws:\n  - {hostname: aws-stream, function_name: streamer, \
+         invoke_mode: response_stream}\n",
+        aws_env(&lambda.endpoint()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("/gated?dir={}", dir.path().display());
+    let mut response = open(&lrp, "aws-stream", &path).await;
+    assert_eq!(response.status, 200, "{}", lrp.logs());
+    assert_eq!(response.headers["content-type"], "text/plain");
+    assert_eq!(response.headers["set-cookie"], "s=1");
+    assert_eq!(response.until("first\n").await, "first\n");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(response.rest().await.unwrap(), "second\n");
+
+    // An InvokeComplete with an ErrorCode cuts the response off, as a trailer error does.
+    let mut failing = open(&lrp, "aws-stream", "/fail").await;
+    assert_eq!(failing.until("partial\n").await, "partial\n");
+    assert!(failing.rest().await.is_err());
+    lrp.expect_log("Unhandled: failed mid-stream").await;
 }

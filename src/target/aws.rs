@@ -14,14 +14,20 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_lambda::Client;
+use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::InvocationType;
+use aws_sdk_lambda::primitives::event_stream::EventReceiver;
+use aws_sdk_lambda::types::error::InvokeWithResponseStreamResponseEventError;
+use aws_sdk_lambda::types::{InvocationType, InvokeWithResponseStreamResponseEvent};
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{ErrorObject, TargetError};
+use super::stream::{
+    Ending, MAX_STREAM_BYTES, ResultStream, STREAM_BUFFER, StreamEnd, StreamError,
+};
+use super::{ErrorObject, Invoked, TargetError};
 use crate::config::{AwsConfig, DEFAULT_REGION};
 
 /// How long the startup check waits for credentials (IMDS and ECS endpoints can be slow).
@@ -31,10 +37,22 @@ pub struct AwsTarget {
     client: Client,
     function_name: String,
     qualifier: Option<String>,
+    /// `InvokeWithResponseStream` instead of `Invoke`.
+    response_stream: bool,
 }
 
 impl AwsTarget {
-    pub async fn invoke(&self, event: Bytes, deadline: Instant) -> Result<Bytes, TargetError> {
+    pub async fn invoke(&self, event: Bytes, deadline: Instant) -> Result<Invoked, TargetError> {
+        if self.response_stream {
+            self.invoke_streaming(event, deadline).await
+        } else {
+            self.invoke_buffered(event, deadline)
+                .await
+                .map(Invoked::Buffered)
+        }
+    }
+
+    async fn invoke_buffered(&self, event: Bytes, deadline: Instant) -> Result<Bytes, TargetError> {
         let call = self
             .client
             .invoke()
@@ -59,9 +77,101 @@ impl AwsTarget {
     }
 }
 
-/// Turns an Invoke failure into what the client should be told, keeping the SDK's whole
-/// error chain for the log.
-fn classify(error: &SdkError<InvokeError>) -> TargetError {
+/// `InvokeWithResponseStream`: the payload chunks are handed on as they arrive, through the
+/// same bounded stream a `command` rule's response takes; an `InvokeComplete` event with an
+/// `ErrorCode` ends it as a function error mid-stream.
+impl AwsTarget {
+    async fn invoke_streaming(
+        &self,
+        event: Bytes,
+        deadline: Instant,
+    ) -> Result<Invoked, TargetError> {
+        let call = self
+            .client
+            .invoke_with_response_stream()
+            .function_name(&self.function_name)
+            .set_qualifier(self.qualifier.clone())
+            .payload(Blob::new(event))
+            .send();
+        let output = tokio::time::timeout_at(deadline, call)
+            .await
+            .map_err(|_| TargetError::Timeout)?
+            .map_err(|e| classify(&e))?;
+        let content_type = output.response_stream_content_type.clone();
+        let (sender, chunks) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(pump(output.event_stream, sender));
+        let stream = ResultStream::new(content_type, chunks, deadline, Box::new(NothingHeld));
+        Ok(Invoked::Streamed(stream))
+    }
+}
+
+/// Hands each payload chunk on until the stream completes, fails, passes the size limit, or
+/// nobody reads it any more (the client went away: dropping the receiver closes the call).
+async fn pump(
+    mut events: EventReceiver<
+        InvokeWithResponseStreamResponseEvent,
+        InvokeWithResponseStreamResponseEventError,
+    >,
+    sender: mpsc::Sender<Result<Bytes, StreamError>>,
+) {
+    let mut sent: u64 = 0;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            () = sender.closed() => return,
+        };
+        let failure = match event {
+            Ok(None) => return,
+            Ok(Some(InvokeWithResponseStreamResponseEvent::PayloadChunk(update))) => {
+                let chunk = update
+                    .payload
+                    .map(|p| Bytes::from(p.into_inner()))
+                    .unwrap_or_default();
+                sent += chunk.len() as u64;
+                if sent > MAX_STREAM_BYTES {
+                    StreamError::TooLarge
+                } else if sender.send(Ok(chunk)).await.is_err() {
+                    return;
+                } else {
+                    continue;
+                }
+            }
+            Ok(Some(InvokeWithResponseStreamResponseEvent::InvokeComplete(complete))) => {
+                let Some(error_type) = complete.error_code else {
+                    return;
+                };
+                let details = complete.error_details.unwrap_or_default();
+                let (error_type, message) = ErrorObject::parse(details.as_bytes())
+                    .describe(&error_type, details.as_bytes());
+                StreamError::Function {
+                    error_type,
+                    message,
+                }
+            }
+            Ok(Some(_)) => continue,
+            Err(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "a response stream from Lambda broke off");
+                StreamError::Broken
+            }
+        };
+        let _ = sender.send(Err(failure)).await;
+        return;
+    }
+}
+
+/// A stream from Lambda holds nothing of lrp's: no slot, no instance.
+struct NothingHeld;
+
+impl StreamEnd for NothingHeld {
+    fn end(self: Box<Self>, _ending: Ending) {}
+}
+
+/// Turns an Invoke or InvokeWithResponseStream failure into what the client should be told,
+/// keeping the SDK's whole error chain for the log.
+fn classify<E>(error: &SdkError<E, HttpResponse>) -> TargetError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     let detail = DisplayErrorContext(error).to_string();
     let refused = |kind| TargetError::InvokeRefused {
         kind,
@@ -74,11 +184,11 @@ fn classify(error: &SdkError<InvokeError>) -> TargetError {
         SdkError::TimeoutError(_) => TargetError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_timeout() => TargetError::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_io() => TargetError::Unreachable(detail),
-        SdkError::ServiceError(service) => match service.err() {
-            InvokeError::TooManyRequestsException(_) => refused("throttled"),
-            InvokeError::ResourceNotFoundException(_) => refused("function-not-found"),
-            InvokeError::RequestTooLargeException(_) => TargetError::RequestTooLarge,
-            other if other.code().is_some_and(is_access_denied) => refused("access-denied"),
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some("TooManyRequestsException") => refused("throttled"),
+            Some("ResourceNotFoundException") => refused("function-not-found"),
+            Some("RequestTooLargeException") => TargetError::RequestTooLarge,
+            Some(code) if is_access_denied(code) => refused("access-denied"),
             _ => refused("lambda-error"),
         },
         _ => TargetError::Transport(detail),
@@ -152,6 +262,7 @@ impl AwsClients {
             client,
             function_name: config.function_name.clone(),
             qualifier: config.qualifier.clone(),
+            response_stream: config.response_stream,
         }
     }
 }

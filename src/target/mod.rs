@@ -186,7 +186,7 @@ impl Admitted<'_> {
             Admitted::Command(target, ticket) => {
                 target.invoke(ticket, event, deadline, trace_id).await
             }
-            Admitted::Aws(target) => target.invoke(event, deadline).await.map(Invoked::Buffered),
+            Admitted::Aws(target) => target.invoke(event, deadline).await,
         }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 pub mod fake_rie;
+pub mod fake_stream_lambda;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -376,7 +377,12 @@ impl Emulator {
 
     /// Attaches one process of the Rust test function to `function`'s Runtime API.
     pub fn attach_rust_function(&self, function: &str) -> Process {
-        let mut command = Command::new(example_binary("rust-function"));
+        self.attach("rust-function", function)
+    }
+
+    /// Attaches one process of the test function built as `example` to `function`.
+    pub fn attach(&self, example: &str, function: &str) -> Process {
+        let mut command = Command::new(example_binary(example));
         command
             .env_clear()
             .env(
