@@ -310,3 +310,25 @@ async fn aws_rules_stream_from_a_faithful_invoke_with_response_stream_server() {
     assert!(failing.rest().await.is_err());
     lrp.expect_log("Unhandled: failed mid-stream").await;
 }
+
+/// Past Lambda's 200 MB limit for streamed responses the stream is cut off, and the instance,
+/// which may still be writing, is stopped and replaced.
+#[tokio::test]
+async fn a_stream_past_the_size_limit_is_cut_off() {
+    let lrp = Lrp::start(&format!("local:\n{}", stream_function("stream", "")));
+    let mut response = open(&lrp, "stream", "/big/201").await;
+    let mut received: u64 = 0;
+    let outcome = loop {
+        match response.chunk().await {
+            Some(Ok(chunk)) => received += chunk.len() as u64,
+            Some(Err(_)) => break "cut off",
+            None => break "complete",
+        }
+    };
+    assert_eq!(outcome, "cut off", "after {received} bytes");
+    assert!(received <= 200 * 1024 * 1024, "{received}");
+    lrp.expect_log("a stream was cut: stopping the instance")
+        .await;
+    let mut next = open(&lrp, "stream", "/").await;
+    assert_eq!(next.rest().await.unwrap(), "hello\n");
+}
