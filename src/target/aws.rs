@@ -21,12 +21,9 @@ use aws_sdk_lambda::primitives::event_stream::EventReceiver;
 use aws_sdk_lambda::types::error::InvokeWithResponseStreamResponseEventError;
 use aws_sdk_lambda::types::{InvocationType, InvokeWithResponseStreamResponseEvent};
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::stream::{
-    Ending, MAX_STREAM_BYTES, ResultStream, STREAM_BUFFER, StreamEnd, StreamError,
-};
+use super::stream::{ChunkSender, Ending, ResultStream, StreamEnd, StreamError};
 use super::{ErrorObject, Invoked, TargetError};
 use crate::config::{AwsConfig, DEFAULT_REGION};
 
@@ -98,7 +95,7 @@ impl AwsTarget {
             .map_err(|_| TargetError::Timeout)?
             .map_err(|e| classify(&e))?;
         let content_type = output.response_stream_content_type.clone();
-        let (sender, chunks) = mpsc::channel(STREAM_BUFFER);
+        let (sender, chunks) = ChunkSender::channel();
         tokio::spawn(pump(output.event_stream, sender));
         let stream = ResultStream::new(content_type, chunks, deadline, Box::new(NothingHeld));
         Ok(Invoked::Streamed(stream))
@@ -112,28 +109,19 @@ async fn pump(
         InvokeWithResponseStreamResponseEvent,
         InvokeWithResponseStreamResponseEventError,
     >,
-    sender: mpsc::Sender<Result<Bytes, StreamError>>,
+    mut sender: ChunkSender,
 ) {
-    let mut sent: u64 = 0;
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
             () = sender.closed() => return,
         };
-        let failure = match event {
+        match event {
             Ok(None) => return,
             Ok(Some(InvokeWithResponseStreamResponseEvent::PayloadChunk(update))) => {
-                let chunk = update
-                    .payload
-                    .map(|p| Bytes::from(p.into_inner()))
-                    .unwrap_or_default();
-                sent += chunk.len() as u64;
-                if sent > MAX_STREAM_BYTES {
-                    StreamError::TooLarge
-                } else if sender.send(Ok(chunk)).await.is_err() {
+                let chunk = update.payload.map(|p| Bytes::from(p.into_inner()));
+                if !sender.send(chunk.unwrap_or_default()).await {
                     return;
-                } else {
-                    continue;
                 }
             }
             Ok(Some(InvokeWithResponseStreamResponseEvent::InvokeComplete(complete))) => {
@@ -143,19 +131,18 @@ async fn pump(
                 let details = complete.error_details.unwrap_or_default();
                 let (error_type, message) = ErrorObject::parse(details.as_bytes())
                     .describe(&error_type, details.as_bytes());
-                StreamError::Function {
+                let failure = StreamError::Function {
                     error_type,
                     message,
-                }
+                };
+                return sender.fail(failure).await;
             }
             Ok(Some(_)) => continue,
             Err(e) => {
                 tracing::warn!(error = %DisplayErrorContext(&e), "a response stream from Lambda broke off");
-                StreamError::Broken
+                return sender.fail(StreamError::Broken).await;
             }
-        };
-        let _ = sender.send(Err(failure)).await;
-        return;
+        }
     }
 }
 

@@ -32,6 +32,42 @@ pub enum StreamError {
     Timeout,
 }
 
+/// The writing end of a stream: hands chunks on in order, counting them against
+/// [`MAX_STREAM_BYTES`].
+pub struct ChunkSender {
+    sender: mpsc::Sender<Result<Bytes, StreamError>>,
+    sent: u64,
+}
+
+impl ChunkSender {
+    /// A stream's two ends; the reading end waits in a [`ResultStream`].
+    pub fn channel() -> (Self, mpsc::Receiver<Result<Bytes, StreamError>>) {
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        (ChunkSender { sender, sent: 0 }, receiver)
+    }
+
+    /// Hands `chunk` on, waiting while the reader is behind. False when the stream is over:
+    /// the reader is gone, or the chunk passed the size limit (the reader is told).
+    pub async fn send(&mut self, chunk: Bytes) -> bool {
+        self.sent += chunk.len() as u64;
+        if self.sent > MAX_STREAM_BYTES {
+            self.fail(StreamError::TooLarge).await;
+            return false;
+        }
+        self.sender.send(Ok(chunk)).await.is_ok()
+    }
+
+    /// Ends the stream with `failure`.
+    pub async fn fail(&self, failure: StreamError) {
+        let _ = self.sender.send(Err(failure)).await;
+    }
+
+    /// Resolves when nobody reads the stream any more (the client went away).
+    pub async fn closed(&self) {
+        self.sender.closed().await;
+    }
+}
+
 /// How a stream ended, as far as the function that wrote it is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::json_response;
 use crate::event::MAX_RESULT_BYTES;
 use crate::target::ErrorObject;
-use crate::target::stream::{MAX_STREAM_BYTES, STREAM_BUFFER, StreamError};
+use crate::target::stream::{ChunkSender, StreamError};
 
 const PREFIX: &str = "/2018-06-01/runtime";
 const EXTENSION_PREFIX: &str = "/2020-01-01/extension";
@@ -292,7 +292,7 @@ impl RuntimeApi {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let (sender, chunks) = mpsc::channel(STREAM_BUFFER);
+        let (sender, chunks) = ChunkSender::channel();
         let (finished, done) = oneshot::channel();
         let outcome = Outcome::Stream {
             content_type,
@@ -302,7 +302,7 @@ impl RuntimeApi {
         if let Err(refusal) = self.settle(request_id, outcome) {
             return refusal.response();
         }
-        forward_stream(request.into_body(), &sender).await;
+        forward_stream(request.into_body(), sender).await;
         drop(finished);
         accepted()
     }
@@ -365,35 +365,29 @@ impl Refusal {
 
 /// Hands each chunk of a streamed response on, until it ends, fails, passes the size limit,
 /// or nobody reads it any more (the client went away).
-async fn forward_stream(mut body: Incoming, sender: &mpsc::Sender<Result<Bytes, StreamError>>) {
-    let mut sent: u64 = 0;
+async fn forward_stream(mut body: Incoming, mut sender: ChunkSender) {
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
             () = sender.closed() => return,
         };
-        let failure = match frame {
+        let frame = match frame {
             None => return,
-            Some(Err(_)) => StreamError::Broken,
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(chunk) => {
-                    sent += chunk.len() as u64;
-                    if sent > MAX_STREAM_BYTES {
-                        StreamError::TooLarge
-                    } else if sender.send(Ok(chunk)).await.is_err() {
-                        return;
-                    } else {
-                        continue;
-                    }
-                }
-                Err(frame) => match frame.into_trailers().ok().and_then(|t| trailer_error(&t)) {
-                    Some(failure) => failure,
-                    None => continue,
-                },
-            },
+            Some(Err(_)) => return sender.fail(StreamError::Broken).await,
+            Some(Ok(frame)) => frame,
         };
-        let _ = sender.send(Err(failure)).await;
-        return;
+        match frame.into_data() {
+            Ok(chunk) => {
+                if !sender.send(chunk).await {
+                    return;
+                }
+            }
+            Err(frame) => {
+                if let Some(failure) = frame.into_trailers().ok().and_then(|t| trailer_error(&t)) {
+                    return sender.fail(failure).await;
+                }
+            }
+        }
     }
 }
 
