@@ -332,3 +332,31 @@ async fn a_stream_past_the_size_limit_is_cut_off() {
     let mut next = open(&lrp, "stream", "/").await;
     assert_eq!(next.rest().await.unwrap(), "hello\n");
 }
+
+/// Over HTTP/2 a stream's chunks arrive as data frames, as they are written.
+#[tokio::test]
+async fn http2_clients_get_the_stream_frame_by_frame() {
+    let lrp = Lrp::start(&format!("local:\n{}", stream_function("stream", "")));
+    let connection = tokio::net::TcpStream::connect(lrp.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(connection),
+    )
+    .await
+    .expect("an HTTP/2 connection (prior knowledge)");
+    tokio::spawn(connection);
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("http://stream/gated?dir={}", dir.path().display());
+    let request = http::Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let mut response = Streaming {
+        status: 200,
+        headers: response.headers().clone(),
+        body: response.into_body(),
+    };
+    assert_eq!(response.until("first\n").await, "first\n");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(response.rest().await.unwrap(), "second\n");
+}
