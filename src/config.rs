@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::event::{Format, RestOptions};
-use crate::router::HostPattern;
+use crate::router::{HostPattern, RouteKey};
 
 /// HTTP API's integration timeout limit, the default for every rule.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,10 +70,12 @@ pub struct Config {
     pub rules: Vec<Rule>,
 }
 
-/// One hostname and the function it leads to.
+/// What requests a rule takes (host, path prefix, methods), and the function they lead to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
-    pub hostname: HostPattern,
+    pub route: RouteKey,
+    /// The function sees the path without the rule's `path_prefix`.
+    pub strip_path_prefix: bool,
     pub target: TargetConfig,
     pub timeout: Duration,
     /// The event format the function receives, and whose answers the client gets.
@@ -234,20 +236,23 @@ impl fmt::Display for Config {
                 "rules: (none: every request but the internal routes gets 404)"
             );
         }
-        writeln!(f, "rules:")?;
-        for rule in &self.rules {
+        writeln!(f, "rules (in the order a request tries them):")?;
+        for rule in self.rules_in_match_order() {
             let timeout = humantime::format_duration(rule.timeout);
             let event = EventDisplay(&rule.event);
             match &rule.target {
                 TargetConfig::Rie(rie) => writeln!(
                     f,
                     "  {} -> local {} (event {event}, concurrency {}, max_queue {}, timeout {timeout})",
-                    rule.hostname, rie.invoke_uri, rie.concurrency, rie.max_queue
+                    RuleDisplay(rule),
+                    rie.invoke_uri,
+                    rie.concurrency,
+                    rie.max_queue
                 )?,
                 TargetConfig::Command(command) => writeln!(
                     f,
                     "  {} -> command {:?} in {} (function {}, event {event}, concurrency {}, max_queue {}, timeout {timeout})",
-                    rule.hostname,
+                    RuleDisplay(rule),
                     command.command,
                     command.working_dir.display(),
                     command.function_name,
@@ -257,7 +262,7 @@ impl fmt::Display for Config {
                 TargetConfig::Aws(aws) => writeln!(
                     f,
                     "  {} -> aws {}{}{}{} (event {event}, timeout {timeout})",
-                    rule.hostname,
+                    RuleDisplay(rule),
                     if aws.response_stream {
                         "(streaming) "
                     } else {
@@ -274,6 +279,40 @@ impl fmt::Display for Config {
                         .unwrap_or_default(),
                 )?,
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The rules as the router tries them: exact hosts, then wildcards from the most specific,
+    /// then rules for any host; within each, the longest path prefix first.
+    fn rules_in_match_order(&self) -> Vec<&Rule> {
+        let mut rules: Vec<&Rule> = self.rules.iter().collect();
+        rules.sort_by_key(|rule| {
+            let host = match &rule.route.host {
+                Some(HostPattern::Exact(name)) => (0, 0, name.clone()),
+                Some(HostPattern::Wildcard(suffix)) => {
+                    (1, usize::MAX - suffix.len(), suffix.clone())
+                }
+                None => (2, 0, String::new()),
+            };
+            let prefix = rule.route.path_prefix.as_deref().map_or(0, str::len);
+            (host, usize::MAX - prefix)
+        });
+        rules
+    }
+}
+
+/// A rule's route as `lrp check` prints it: `api.example.com /orders [GET POST] (prefix
+/// stripped)`.
+struct RuleDisplay<'a>(&'a Rule);
+
+impl fmt::Display for RuleDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.route)?;
+        if self.0.strip_path_prefix {
+            f.write_str(" (prefix stripped)")?;
         }
         Ok(())
     }
@@ -336,7 +375,14 @@ struct FileConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLocalRule {
-    hostname: Hostname,
+    #[serde(default)]
+    hostname: Option<Hostname>,
+    #[serde(default)]
+    path_prefix: Option<PathPrefix>,
+    #[serde(default)]
+    methods: Option<Methods>,
+    #[serde(default)]
+    strip_path_prefix: Option<bool>,
     #[serde(default)]
     endpoint: Option<Endpoint>,
     #[serde(default)]
@@ -366,7 +412,8 @@ struct RawLocalRule {
 #[derive(Deserialize)]
 #[serde(try_from = "RawLocalRule")]
 struct LocalRule {
-    hostname: Hostname,
+    route: RouteKey,
+    strip_path_prefix: bool,
     kind: LocalKind,
     function_name: Option<String>,
     concurrency: usize,
@@ -392,16 +439,20 @@ impl TryFrom<RawLocalRule> for LocalRule {
     type Error = String;
 
     fn try_from(raw: RawLocalRule) -> Result<Self, String> {
-        let hostname = raw.hostname.0.to_string();
         // serde_yaml places errors of later list items at the list, so say which item it is.
         let index = ParseScope::with(ParseScope::next_local_rule).unwrap_or(0);
-        Self::check(raw, index)
-            .map_err(|why| format!("the rule for {hostname:?} (local[{index}]): {why}"))
+        let rule = format!("local[{index}]");
+        let host = raw.hostname.as_ref().map(|h| h.0.clone());
+        let route = route_key(host, raw.path_prefix.clone(), raw.methods.clone())
+            .map_err(|why| format!("{rule}: {why}"))?;
+        ParseScope::claim_route(&rule, &route)?;
+        Self::check(raw, index, route.clone())
+            .map_err(|why| format!("the rule for {route} ({rule}): {why}"))
     }
 }
 
 impl LocalRule {
-    fn check(raw: RawLocalRule, index: usize) -> Result<Self, String> {
+    fn check(raw: RawLocalRule, index: usize, route: RouteKey) -> Result<Self, String> {
         let kind = match (raw.endpoint, raw.command) {
             (Some(_), Some(_)) => {
                 return Err("give either endpoint or command, not both".to_owned());
@@ -463,7 +514,8 @@ impl LocalRule {
             command => command,
         };
         Ok(LocalRule {
-            hostname: raw.hostname,
+            strip_path_prefix: strip_path_prefix(raw.strip_path_prefix, &route)?,
+            route,
             kind,
             function_name,
             concurrency,
@@ -493,8 +545,15 @@ impl<'de> Deserialize<'de> for EnvValue {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AwsRule {
-    hostname: Hostname,
+struct RawAwsRule {
+    #[serde(default)]
+    hostname: Option<Hostname>,
+    #[serde(default)]
+    path_prefix: Option<PathPrefix>,
+    #[serde(default)]
+    methods: Option<Methods>,
+    #[serde(default)]
+    strip_path_prefix: Option<bool>,
     #[serde(deserialize_with = "non_empty")]
     function_name: String,
     #[serde(default, deserialize_with = "non_empty_opt")]
@@ -507,6 +566,74 @@ struct AwsRule {
     event: Option<EventSetting>,
     #[serde(default)]
     invoke_mode: InvokeMode,
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "RawAwsRule")]
+struct AwsRule {
+    route: RouteKey,
+    strip_path_prefix: bool,
+    raw: RawAwsRule,
+}
+
+impl TryFrom<RawAwsRule> for AwsRule {
+    type Error = String;
+
+    fn try_from(mut raw: RawAwsRule) -> Result<Self, String> {
+        let index = ParseScope::with(ParseScope::next_aws_rule).unwrap_or(0);
+        let rule = format!("aws[{index}]");
+        let host = raw.hostname.as_ref().map(|h| h.0.clone());
+        let route = route_key(host, raw.path_prefix.take(), raw.methods.take())
+            .map_err(|why| format!("{rule}: {why}"))?;
+        ParseScope::claim_route(&rule, &route)?;
+        Ok(AwsRule {
+            strip_path_prefix: strip_path_prefix(raw.strip_path_prefix, &route)
+                .map_err(|why| format!("{rule}: {why}"))?,
+            route,
+            raw,
+        })
+    }
+}
+
+/// A rule's route: a hostname, a path prefix, or both, and optionally methods.
+fn route_key(
+    host: Option<HostPattern>,
+    prefix: Option<PathPrefix>,
+    methods: Option<Methods>,
+) -> Result<RouteKey, String> {
+    if host.is_none() && prefix.is_none() {
+        return Err("give a hostname, a path_prefix, or both".to_owned());
+    }
+    Ok(RouteKey {
+        host,
+        path_prefix: prefix.map(|p| p.0),
+        methods: methods.map(|m| m.0),
+    })
+}
+
+fn strip_path_prefix(strip: Option<bool>, route: &RouteKey) -> Result<bool, String> {
+    match strip {
+        Some(true) if route.path_prefix.is_none() => {
+            Err("strip_path_prefix needs a path_prefix to strip".to_owned())
+        }
+        strip => Ok(strip.unwrap_or(false)),
+    }
+}
+
+/// The function name a command rule gets when it names none: the hostname's first label
+/// (`hello.localhost` → `hello`), else the path prefix's last segment (`/api/orders` →
+/// `orders`).
+fn default_function_name(route: &RouteKey) -> String {
+    let name = match (&route.host, route.path_prefix.as_deref()) {
+        (Some(host), _) => host.function_name(),
+        (None, Some(prefix)) => prefix.rsplit('/').next().unwrap_or("").to_owned(),
+        (None, None) => String::new(),
+    };
+    if name.is_empty() {
+        DEFAULT_RIE_FUNCTION_NAME.to_owned()
+    } else {
+        name
+    }
 }
 
 /// How an `aws:` rule calls Lambda, named as Lambda names a function URL's invoke mode.
@@ -547,7 +674,7 @@ impl FileConfig {
                     TargetConfig::Command(CommandConfig {
                         function_name: local
                             .function_name
-                            .unwrap_or_else(|| local.hostname.0.function_name()),
+                            .unwrap_or_else(|| default_function_name(&local.route)),
                         command,
                         working_dir,
                         env,
@@ -560,15 +687,22 @@ impl FileConfig {
                 }
             };
             rules.push(Rule {
-                hostname: local.hostname.0,
+                route: local.route,
+                strip_path_prefix: local.strip_path_prefix,
                 target,
                 timeout: local.timeout.map_or(default_timeout, |t| t.0),
                 event: event(local.event),
             });
         }
-        for aws in self.aws {
+        for AwsRule {
+            route,
+            strip_path_prefix,
+            raw: aws,
+        } in self.aws
+        {
             rules.push(Rule {
-                hostname: aws.hostname.0,
+                route,
+                strip_path_prefix,
                 target: TargetConfig::Aws(AwsConfig {
                     function_name: aws.function_name,
                     qualifier: aws.qualifier,
@@ -643,13 +777,15 @@ thread_local! {
     static PARSE_SCOPE: RefCell<Option<ParseScope>> = const { RefCell::new(None) };
 }
 
-/// Hostnames and endpoints seen so far in one `from_yaml` call.
+/// Routes and endpoints seen so far in one `from_yaml` call.
 #[derive(Default)]
 struct ParseScope {
-    hostnames: HashMap<String, usize>,
+    /// Each rule's route, named as in errors (`local[0]`).
+    routes: Vec<(String, RouteKey)>,
     /// Invoke URL → the first `local` rule that named it and its `(concurrency, max_queue)`.
     endpoints: HashMap<String, (usize, (usize, usize))>,
     local_rules: usize,
+    aws_rules: usize,
 }
 
 /// Removes the scope when `from_yaml` returns, however it returns.
@@ -674,6 +810,27 @@ impl ParseScope {
     fn next_local_rule(&mut self) -> usize {
         self.local_rules += 1;
         self.local_rules - 1
+    }
+
+    fn next_aws_rule(&mut self) -> usize {
+        self.aws_rules += 1;
+        self.aws_rules - 1
+    }
+
+    /// No two rules may take the same request: the same host and prefix, with methods in
+    /// common.
+    fn claim_route(rule: &str, route: &RouteKey) -> Result<(), String> {
+        Self::with(|scope| {
+            if let Some((other, _)) = scope.routes.iter().find(|(_, r)| r.overlaps(route)) {
+                return Err(format!(
+                    "{rule} takes the same requests as {other} ({route}): give each rule its own \
+                     hostname, path_prefix or methods"
+                ));
+            }
+            scope.routes.push((rule.to_owned(), route.clone()));
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
     }
 
     /// Rules that share an endpoint share its one limiter, so they must agree on its limits.
@@ -707,18 +864,51 @@ struct Hostname(HostPattern);
 impl<'de> Deserialize<'de> for Hostname {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let pattern = HostPattern::parse(&text).map_err(de::Error::custom)?;
-        let duplicate = ParseScope::with(|scope| {
-            let count = scope.hostnames.entry(pattern.to_string()).or_insert(0);
-            *count += 1;
-            *count > 1
-        });
-        if duplicate == Some(true) {
+        HostPattern::parse(&text)
+            .map(Hostname)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// `path_prefix`: `/orders` takes `/orders` and every path under it. A trailing slash is
+/// dropped; `/` alone takes every path.
+#[derive(Clone)]
+struct PathPrefix(String);
+
+impl<'de> Deserialize<'de> for PathPrefix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let valid = text.starts_with('/')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#'));
+        if !valid {
             return Err(de::Error::custom(format!(
-                "duplicate hostname \"{pattern}\": each hostname may appear in one rule only"
+                "path_prefix {text:?} must be a path such as /orders (no query, no spaces)"
             )));
         }
-        Ok(Hostname(pattern))
+        Ok(PathPrefix(text.trim_end_matches('/').to_owned()))
+    }
+}
+
+/// `methods`: HTTP methods, such as `[GET, POST]`.
+#[derive(Clone)]
+struct Methods(Vec<http::Method>);
+
+impl<'de> Deserialize<'de> for Methods {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(deserializer)?;
+        if names.is_empty() {
+            return Err(de::Error::custom("methods must name at least one method"));
+        }
+        names
+            .iter()
+            .map(|name| {
+                http::Method::from_bytes(name.trim().to_ascii_uppercase().as_bytes())
+                    .map_err(|_| de::Error::custom(format!("{name:?} is not an HTTP method")))
+            })
+            .collect::<Result<_, _>>()
+            .map(Methods)
     }
 }
 
@@ -1168,7 +1358,7 @@ mod tests {
         )
         .unwrap();
         let (rule, rie) = only_rie(&config);
-        assert_eq!(rule.hostname.to_string(), "svc.example.com");
+        assert_eq!(rule.route.to_string(), "svc.example.com");
         assert_eq!(rie.concurrency, 4);
         assert_eq!(
             rie.invoke_uri,
@@ -1242,7 +1432,7 @@ mod tests {
             ),
             (
                 "local:\n  - hostname: a\n    endpoint: http://a:1\n  - hostname: A.\n    endpoint: http://b:1\n",
-                "lrp.yaml:4:5: local[1]: duplicate hostname \"a\"",
+                "lrp.yaml:2:3: local: local[1] takes the same requests as local[0] (a)",
             ),
             (
                 "local:\n  - hostname: a\n    endpoint: ftp://a:1\n",
@@ -1309,7 +1499,7 @@ mod tests {
             ),
             (
                 "local:\n  - hostname: a\n    endpoint: http://x:1\naws:\n  - hostname: a\n    function_name: f\n",
-                "lrp.yaml:5:5: aws[0]: duplicate hostname \"a\"",
+                "lrp.yaml:5:3: aws: aws[0] takes the same requests as local[0] (a)",
             ),
         ];
         for (text, expected) in cases {
@@ -1328,7 +1518,7 @@ mod tests {
              - hostname: b\n    endpoint: http://x:1\n",
         )
         .unwrap_err();
-        assert!(err.starts_with("lrp.yaml:2:3: local: the rule for \"b\" (local[1]): http://x:1/2015-03-31/functions/function/invocations is also used by local[0] with concurrency 2 and max_queue 100"), "{err}");
+        assert!(err.starts_with("lrp.yaml:2:3: local: the rule for b (local[1]): http://x:1/2015-03-31/functions/function/invocations is also used by local[0] with concurrency 2 and max_queue 100"), "{err}");
         let err = parse(
             "local:\n  - {hostname: a, endpoint: 'http://x:1', max_queue: 5}\n  \
              - {hostname: z, endpoint: 'http://y:1'}\n  \
@@ -1424,6 +1614,93 @@ mod tests {
             (
                 "aws:\n  - {hostname: a, function_name: f, invoke_mode: stream}\n",
                 "unknown variant `stream`, expected `buffered` or `response_stream`",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(expected), "for {text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rules_route_by_host_path_prefix_and_methods_and_print_in_match_order() {
+        let config = parse(
+            "local:\n  - {path_prefix: /orders/, endpoint: 'http://x:1'}\n  \
+             - {hostname: api.test, path_prefix: /orders, methods: [get, POST], \
+             strip_path_prefix: true, endpoint: 'http://x:1'}\n  \
+             - {hostname: api.test, path_prefix: /orders, methods: [DELETE], endpoint: 'http://x:1'}\n  \
+             - {hostname: '*.test', endpoint: 'http://x:1'}\n  \
+             - {path_prefix: /api/users, command: [x]}\n",
+        )
+        .unwrap();
+        let route = &config.rules[1].route;
+        assert_eq!(route.path_prefix.as_deref(), Some("/orders"));
+        assert_eq!(
+            route.methods,
+            Some(vec![http::Method::GET, http::Method::POST])
+        );
+        assert!(config.rules[1].strip_path_prefix);
+        assert_eq!(
+            config.rules[0].route.path_prefix.as_deref(),
+            Some("/orders"),
+            "no trailing slash"
+        );
+        let TargetConfig::Command(users) = &config.rules[4].target else {
+            panic!("a command rule");
+        };
+        assert_eq!(
+            users.function_name, "users",
+            "named after the prefix's last segment"
+        );
+        let table = config.to_string();
+        let order: Vec<&str> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("rules"))
+            .skip(1)
+            .map(|l| l.split(" -> ").next().unwrap().trim())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "api.test /orders [GET POST] (prefix stripped)",
+                "api.test /orders [DELETE]",
+                "*.test",
+                "(any host) /api/users",
+                "(any host) /orders",
+            ]
+        );
+    }
+
+    #[test]
+    fn route_mistakes_are_refused() {
+        for (text, expected) in [
+            (
+                "local:\n  - {endpoint: 'http://x:1'}\n",
+                "give a hostname, a path_prefix, or both",
+            ),
+            (
+                "local:\n  - {path_prefix: orders, endpoint: 'http://x:1'}\n",
+                "path_prefix \"orders\" must be a path such as /orders",
+            ),
+            (
+                "local:\n  - {path_prefix: '/a?b', endpoint: 'http://x:1'}\n",
+                "must be a path such as /orders",
+            ),
+            (
+                "local:\n  - {hostname: a, methods: [GE T], endpoint: 'http://x:1'}\n",
+                "\"GE T\" is not an HTTP method",
+            ),
+            (
+                "local:\n  - {hostname: a, methods: [], endpoint: 'http://x:1'}\n",
+                "at least one method",
+            ),
+            (
+                "local:\n  - {hostname: a, strip_path_prefix: true, endpoint: 'http://x:1'}\n",
+                "strip_path_prefix needs a path_prefix",
+            ),
+            (
+                "local:\n  - {path_prefix: /a, methods: [GET], endpoint: 'http://x:1'}\n  \
+                 - {path_prefix: /a/, endpoint: 'http://x:2'}\n",
+                "local[1] takes the same requests as local[0] ((any host) /a)",
             ),
         ] {
             let err = parse(text).unwrap_err();

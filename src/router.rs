@@ -147,47 +147,130 @@ impl fmt::Display for HostPattern {
     }
 }
 
-/// Host → value table. Exact names win; otherwise the longest matching wildcard suffix.
+/// What a rule matches: a host (or any), a path prefix (or any path), methods (or any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteKey {
+    pub host: Option<HostPattern>,
+    /// `/orders`: that path and everything under it. Normalized: one leading slash, none
+    /// trailing.
+    pub path_prefix: Option<String>,
+    /// Upper-case method names; `None` for any.
+    pub methods: Option<Vec<Method>>,
+}
+
+impl RouteKey {
+    fn prefix(&self) -> &str {
+        self.path_prefix.as_deref().unwrap_or("")
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        let prefix = self.prefix();
+        let path_matches = path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        path_matches && self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+
+    /// Whether a request could match both `self` and `other`: the same host and prefix, and
+    /// methods in common.
+    pub fn overlaps(&self, other: &RouteKey) -> bool {
+        let methods_meet = match (&self.methods, &other.methods) {
+            (Some(mine), Some(theirs)) => mine.iter().any(|m| theirs.contains(m)),
+            _ => true,
+        };
+        self.host == other.host && self.prefix() == other.prefix() && methods_meet
+    }
+}
+
+impl fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Some(host) => write!(f, "{host}")?,
+            None => f.write_str("(any host)")?,
+        }
+        match self.path_prefix.as_deref() {
+            Some("") => f.write_str(" /")?,
+            Some(prefix) => write!(f, " {prefix}")?,
+            None => {}
+        }
+        if let Some(methods) = &self.methods {
+            let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            write!(f, " [{}]", names.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Rules in the order they are tried: the host first (exact, then the longest wildcard, then
+/// rules for any host), then the longest path prefix, then the methods.
 #[derive(Debug)]
 pub struct RouteTable<T> {
-    exact: HashMap<String, usize>,
-    wildcard: HashMap<String, usize>,
+    exact: HashMap<String, Vec<usize>>,
+    wildcard: HashMap<String, Vec<usize>>,
+    any_host: Vec<usize>,
+    keys: Vec<RouteKey>,
     routes: Vec<T>,
 }
 
 impl<T> RouteTable<T> {
-    /// Builds the table; patterns are assumed distinct (the config rejects duplicates).
-    pub fn new(entries: impl IntoIterator<Item = (HostPattern, T)>) -> Self {
+    /// Builds the table; keys are assumed not to overlap (the config rejects that).
+    pub fn new(entries: impl IntoIterator<Item = (RouteKey, T)>) -> Self {
         let mut table = RouteTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
+            any_host: Vec::new(),
+            keys: Vec::new(),
             routes: Vec::new(),
         };
-        for (pattern, route) in entries {
+        for (key, route) in entries {
             let index = table.routes.len();
-            table.routes.push(route);
-            match pattern {
-                HostPattern::Exact(name) => table.exact.insert(name, index),
-                HostPattern::Wildcard(suffix) => table.wildcard.insert(suffix, index),
+            let candidates = match &key.host {
+                Some(HostPattern::Exact(name)) => table.exact.entry(name.clone()).or_default(),
+                Some(HostPattern::Wildcard(suffix)) => {
+                    table.wildcard.entry(suffix.clone()).or_default()
+                }
+                None => &mut table.any_host,
             };
+            candidates.push(index);
+            table.keys.push(key);
+            table.routes.push(route);
+        }
+        let keys = &table.keys;
+        let longest_prefix_first = |a: &usize, b: &usize| {
+            let length = |i: &usize| keys[*i].prefix().len();
+            length(b).cmp(&length(a))
+        };
+        for candidates in table
+            .exact
+            .values_mut()
+            .chain(table.wildcard.values_mut())
+            .chain([&mut table.any_host])
+        {
+            candidates.sort_by(longest_prefix_first);
         }
         table
     }
 
-    pub fn lookup(&self, host: &Host) -> Option<&T> {
+    pub fn lookup(&self, host: &Host, method: &Method, path: &str) -> Option<&T> {
+        let first = |candidates: &Vec<usize>| {
+            candidates
+                .iter()
+                .find(|&&i| self.keys[i].matches(method, path))
+                .map(|&i| &self.routes[i])
+        };
         let name = host.as_str();
-        if let Some(&index) = self.exact.get(name) {
-            return Some(&self.routes[index]);
+        if let Some(route) = self.exact.get(name).and_then(first) {
+            return Some(route);
         }
         // Walk the parent domains from the longest: a.b.example.com → b.example.com → …
         let mut rest = name;
         while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(&index) = self.wildcard.get(parent) {
-                return Some(&self.routes[index]);
+            if let Some(route) = self.wildcard.get(parent).and_then(first) {
+                return Some(route);
             }
             rest = parent;
         }
-        None
+        first(&self.any_host)
     }
 
     pub fn routes(&self) -> &[T] {
@@ -310,14 +393,26 @@ mod tests {
         }
     }
 
+    fn key(host: Option<&str>, prefix: Option<&str>, methods: &[Method]) -> RouteKey {
+        RouteKey {
+            host: host.map(|h| HostPattern::parse(h).unwrap()),
+            path_prefix: prefix.map(str::to_owned),
+            methods: (!methods.is_empty()).then(|| methods.to_vec()),
+        }
+    }
+
     #[test]
     fn exact_beats_wildcard_and_the_most_specific_wildcard_wins() {
         let table = RouteTable::new([
-            (HostPattern::parse("*.example.com").unwrap(), "any"),
-            (HostPattern::parse("*.api.example.com").unwrap(), "api"),
-            (HostPattern::parse("www.api.example.com").unwrap(), "www"),
+            (key(Some("*.example.com"), None, &[]), "any"),
+            (key(Some("*.api.example.com"), None, &[]), "api"),
+            (key(Some("www.api.example.com"), None, &[]), "www"),
         ]);
-        let lookup = |raw: &str| table.lookup(&Host::parse(raw).unwrap()).copied();
+        let lookup = |raw: &str| {
+            table
+                .lookup(&Host::parse(raw).unwrap(), &Method::GET, "/")
+                .copied()
+        };
         assert_eq!(lookup("www.api.example.com"), Some("www"));
         assert_eq!(lookup("v1.api.example.com"), Some("api"));
         assert_eq!(lookup("deep.v1.api.example.com"), Some("api"));
@@ -325,6 +420,64 @@ mod tests {
         assert_eq!(lookup("x.example.com:8080"), Some("any"));
         assert_eq!(lookup("example.com"), None, "a wildcard needs a subdomain");
         assert_eq!(lookup("example.org"), None);
+    }
+
+    #[test]
+    fn host_first_then_the_longest_prefix_then_methods() {
+        let table = RouteTable::new([
+            (key(None, Some("/orders"), &[]), "any-host orders"),
+            (key(None, Some("/orders/admin"), &[]), "any-host admin"),
+            (
+                key(Some("api.test"), Some("/orders"), &[Method::POST]),
+                "api orders POST",
+            ),
+            (key(Some("api.test"), None, &[]), "api"),
+            (key(Some("*.test"), Some("/users"), &[]), "wildcard users"),
+        ]);
+        let lookup = |host: &str, method: Method, path: &str| {
+            table
+                .lookup(&Host::parse(host).unwrap(), &method, path)
+                .copied()
+        };
+        // The exact host's rules come first; among them the longest prefix, if its method fits.
+        assert_eq!(
+            lookup("api.test", Method::POST, "/orders/1"),
+            Some("api orders POST")
+        );
+        assert_eq!(lookup("api.test", Method::GET, "/orders/1"), Some("api"));
+        // Nothing for the exact host matches this path: the wildcard host's rules are next.
+        assert_eq!(
+            lookup("web.test", Method::GET, "/users"),
+            Some("wildcard users")
+        );
+        assert_eq!(
+            lookup("web.test", Method::GET, "/usersx"),
+            None,
+            "prefixes end at a /"
+        );
+        // Then the rules for any host, longest prefix first.
+        assert_eq!(
+            lookup("web.test", Method::GET, "/orders/admin/x"),
+            Some("any-host admin")
+        );
+        assert_eq!(
+            lookup("other", Method::DELETE, "/orders"),
+            Some("any-host orders")
+        );
+        assert_eq!(lookup("other", Method::GET, "/"), None);
+    }
+
+    #[test]
+    fn keys_overlap_when_a_request_could_match_both() {
+        let get = [Method::GET];
+        assert!(key(Some("a"), Some("/x"), &[]).overlaps(&key(Some("a"), Some("/x"), &get)));
+        assert!(!key(Some("a"), Some("/x"), &get).overlaps(&key(
+            Some("a"),
+            Some("/x"),
+            &[Method::POST]
+        )));
+        assert!(!key(Some("a"), Some("/x"), &[]).overlaps(&key(Some("a"), Some("/y"), &[])));
+        assert!(!key(Some("a"), None, &[]).overlaps(&key(None, None, &[])));
     }
 
     #[test]

@@ -384,7 +384,7 @@ fn command_and_endpoint_are_exclusive_and_checked() {
     let (ok, text) = check("local:\n  - hostname: a\n    endpoint: http://a:1\n    command: [x]\n");
     assert!(
         !ok && text.contains(
-            ":2:3: local: the rule for \"a\" (local[0]): give either endpoint or command, not both"
+            ":2:3: local: the rule for a (local[0]): give either endpoint or command, not both"
         ),
         "{text}"
     );

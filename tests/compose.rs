@@ -48,11 +48,7 @@ fn the_proxys_aliases_are_exactly_the_hostnames_of_the_config_it_mounts() {
         .into_iter()
         .collect();
     let config = Config::from_file(&mounted_config(proxy)).expect("the mounted file is valid");
-    let hostnames: BTreeSet<String> = config
-        .rules
-        .iter()
-        .map(|r| r.hostname.to_string())
-        .collect();
+    let hostnames: BTreeSet<String> = config.rules.iter().map(|r| r.route.to_string()).collect();
     assert!(!aliases.is_empty());
     assert_eq!(aliases, hostnames);
     assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 8080));
@@ -66,7 +62,7 @@ fn every_endpoint_is_a_service_the_proxy_waits_for_until_healthy() {
     let config = Config::from_file(&mounted_config(proxy)).unwrap();
     for rule in &config.rules {
         let TargetConfig::Rie(rie) = &rule.target else {
-            panic!("{} is not an endpoint rule", rule.hostname)
+            panic!("{} is not an endpoint rule", rule.route)
         };
         let service = rie.invoke_uri.host().unwrap();
         assert!(

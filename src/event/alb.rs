@@ -46,7 +46,7 @@ pub fn to_event(
             },
         },
         http_method: parts.method.as_str(),
-        path: parts.uri.path(),
+        path: request.path,
         query_string_parameters: (!multi_value).then(|| last_values(&query)),
         multi_value_query_string_parameters: multi_value.then_some(&query),
         headers: (!multi_value).then_some(LastValues(request)),

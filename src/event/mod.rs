@@ -143,6 +143,8 @@ impl Format {
 #[derive(Debug)]
 pub struct IncomingRequest<'a> {
     pub parts: &'a http::request::Parts,
+    /// The path the function sees: the request's, less a rule's stripped prefix.
+    pub path: &'a str,
     pub body: &'a [u8],
     pub host: &'a Host,
     pub peer_ip: IpAddr,

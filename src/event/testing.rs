@@ -54,6 +54,7 @@ impl RequestBuilder {
             .unwrap_or_else(|_| Host::parse("fallback").unwrap());
         let incoming = IncomingRequest {
             parts: &parts,
+            path: parts.uri.path(),
             body: &self.body,
             host: &host,
             peer_ip: self.peer_ip,

@@ -46,7 +46,7 @@ pub fn to_event(
     flavor: Flavor<'_>,
 ) -> Result<Vec<u8>, EventTooLarge> {
     let parts = request.parts;
-    let path = parts.uri.path();
+    let path = request.path;
     let host = request.host.as_str();
     let query = Query::parse(parts.uri.query().unwrap_or(""));
     let (resource, path_parameters) = match flavor {

@@ -38,7 +38,7 @@ pub enum Flavor {
 /// the event would pass [`MAX_EVENT_BYTES`]: it is never buffered beyond Lambda's limit.
 pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>, EventTooLarge> {
     let parts = request.parts;
-    let raw_path = parts.uri.path();
+    let raw_path = request.path;
     let raw_query = parts.uri.query().unwrap_or("");
     let body = EventBody::of(&parts.headers, request.body);
     let host = request.host.as_str();

@@ -45,6 +45,8 @@ pub struct Route {
     pub timeout: Duration,
     /// The event the function receives, and whose answers the client gets.
     pub format: Format,
+    /// A path prefix the function does not see (`strip_path_prefix`).
+    pub strip_prefix: Option<String>,
     metrics: RuleMetrics,
 }
 
@@ -59,7 +61,7 @@ impl Proxy {
     async fn new(config: &Config, metrics: &Metrics, targets: &mut TargetFactory) -> Self {
         let mut routes = Vec::with_capacity(config.rules.len());
         for rule in &config.rules {
-            let name = rule.hostname.to_string();
+            let name = rule.route.to_string();
             let route = Route {
                 metrics: metrics.rule(&name),
                 name,
@@ -68,8 +70,13 @@ impl Proxy {
                     .await,
                 timeout: rule.timeout,
                 format: rule.event.clone(),
+                strip_prefix: rule
+                    .route
+                    .path_prefix
+                    .clone()
+                    .filter(|_| rule.strip_path_prefix),
             };
-            routes.push((rule.hostname.clone(), route));
+            routes.push((rule.route.clone(), route));
         }
         Proxy {
             table: RouteTable::new(routes),

@@ -54,7 +54,10 @@ pub(super) async fn handle(
     }
 
     let host = request_host(&parts);
-    let route = host.as_ref().ok().and_then(|h| proxy.table.lookup(h));
+    let route = host
+        .as_ref()
+        .ok()
+        .and_then(|h| proxy.table.lookup(h, &parts.method, parts.uri.path()));
     // Failures found before a rule is known are answered as HTTP API answers them.
     let door = route.map_or(FrontDoor::HttpApi, |r| r.format.front_door());
     let request_id = route.map_or_else(ids::api_request_id, |r| r.format.request_id());
@@ -168,8 +171,19 @@ async fn invoke(
         .get("x-amzn-trace-id")
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| ids::trace_id(received), str::to_owned);
+    let path = context.parts.uri.path();
+    let path = match &route.strip_prefix {
+        // What is left of the path, with its slash: `/orders/1` without `/orders` is `/1`.
+        Some(prefix) => match path.strip_prefix(prefix.as_str()) {
+            Some("") => "/",
+            Some(rest) => rest,
+            None => path,
+        },
+        None => path,
+    };
     let incoming = IncomingRequest {
         parts: context.parts,
+        path,
         body: &body,
         host: context.host,
         peer_ip: context.peer_ip,

@@ -331,6 +331,7 @@ fn an_event_over_the_limit_is_refused_without_being_built_whole() {
     let host = Host::parse("h").unwrap();
     let incoming = |body: &'static [u8]| IncomingRequest {
         parts: &parts,
+        path: "/",
         body,
         host: &host,
         peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
