@@ -80,6 +80,16 @@ pub struct Rule {
     pub timeout: Duration,
     /// The event format the function receives, and whose answers the client gets.
     pub event: Format,
+    /// A function on AWS that serves a local rule's requests when its queue is full or its
+    /// endpoint is unreachable.
+    pub overflow: Option<Overflow>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overflow {
+    pub function: AwsConfig,
+    /// How long an overflowing request may take on AWS; the rule's remaining time if unset.
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -314,6 +324,9 @@ impl fmt::Display for RuleDisplay<'_> {
         if self.0.strip_path_prefix {
             f.write_str(" (prefix stripped)")?;
         }
+        if let Some(overflow) = &self.0.overflow {
+            write!(f, " (overflow to aws {})", overflow.function.function_name)?;
+        }
         Ok(())
     }
 }
@@ -407,6 +420,36 @@ struct RawLocalRule {
     memory_size: Option<Bounded<{ MEMORY_SIZES.0 }, { MEMORY_SIZES.1 }>>,
     #[serde(default)]
     event: Option<EventSetting>,
+    #[serde(default)]
+    overflow: Option<RawOverflow>,
+}
+
+/// `overflow:` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverflow {
+    #[serde(deserialize_with = "non_empty")]
+    function_name: String,
+    #[serde(default, deserialize_with = "non_empty_opt")]
+    qualifier: Option<String>,
+    #[serde(default, deserialize_with = "non_empty_opt")]
+    region: Option<String>,
+    #[serde(default)]
+    timeout: Option<FunctionTimeout>,
+}
+
+impl From<RawOverflow> for Overflow {
+    fn from(raw: RawOverflow) -> Self {
+        Overflow {
+            function: AwsConfig {
+                function_name: raw.function_name,
+                qualifier: raw.qualifier,
+                region: raw.region,
+                response_stream: false,
+            },
+            timeout: raw.timeout.map(|t| t.0),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -420,6 +463,7 @@ struct LocalRule {
     max_queue: usize,
     timeout: Option<FunctionTimeout>,
     event: Option<EventSetting>,
+    overflow: Option<Overflow>,
 }
 
 enum LocalKind {
@@ -522,6 +566,7 @@ impl LocalRule {
             max_queue,
             timeout: raw.timeout,
             event: raw.event,
+            overflow: raw.overflow.map(Overflow::from),
         })
     }
 }
@@ -692,6 +737,7 @@ impl FileConfig {
                 target,
                 timeout: local.timeout.map_or(default_timeout, |t| t.0),
                 event: event(local.event),
+                overflow: local.overflow,
             });
         }
         for AwsRule {
@@ -711,6 +757,7 @@ impl FileConfig {
                 }),
                 timeout: aws.timeout.map_or(default_timeout, |t| t.0),
                 event: event(aws.event),
+                overflow: None,
             });
         }
         let port = self.port.map_or(DEFAULT_PORT, |p| p.0);
@@ -1668,6 +1715,29 @@ mod tests {
                 "(any host) /orders",
             ]
         );
+    }
+
+    #[test]
+    fn a_local_rule_may_overflow_to_a_function_on_aws() {
+        let config = parse(
+            "local:\n  - hostname: a\n    endpoint: http://x:1\n    overflow:\n      \
+             function_name: spare\n      qualifier: live\n      region: eu-west-1\n      timeout: 5s\n",
+        )
+        .unwrap();
+        let overflow = config.rules[0].overflow.as_ref().unwrap();
+        assert_eq!(overflow.function.function_name, "spare");
+        assert_eq!(overflow.function.qualifier.as_deref(), Some("live"));
+        assert_eq!(overflow.function.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(overflow.timeout, Some(Duration::from_secs(5)));
+        assert!(
+            config
+                .to_string()
+                .contains("a (overflow to aws spare) -> local")
+        );
+        let err =
+            parse("local:\n  - {hostname: a, endpoint: 'http://x:1', overflow: {qualifier: x}}\n")
+                .unwrap_err();
+        assert!(err.contains("missing field `function_name`"), "{err}");
     }
 
     #[test]

@@ -33,6 +33,15 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServedLabels {
+    rule: String,
+    by: &'static str,
+}
+
+/// Which function answers a rule's requests: its own, or its `overflow` on AWS.
+const SERVED_BY: [&str; 2] = ["local", "overflow"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
 }
@@ -42,6 +51,7 @@ type LatencyFamily = Family<RuleLabels, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    served: Family<ServedLabels, Counter>,
     latency: LatencyFamily,
     errors: Family<ErrorLabels, Counter>,
     in_flight: Family<RuleLabels, Gauge>,
@@ -54,6 +64,7 @@ pub struct Metrics {
 #[derive(Clone)]
 pub struct RuleMetrics {
     requests: [Counter; 5],
+    served: [Counter; 2],
     latency: Histogram,
     in_flight: Gauge,
     queued: Gauge,
@@ -64,6 +75,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
+        let served = Family::<ServedLabels, Counter>::default();
         let latency: LatencyFamily =
             Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -81,6 +93,11 @@ impl Metrics {
             "lrp_requests",
             "Requests routed to a rule, by rule and status class",
             requests.clone(),
+        );
+        registry.register(
+            "lrp_served",
+            "Requests a rule's function answered, by rule and by whom: its own (local) or its overflow on AWS",
+            served.clone(),
         );
         registry.register(
             "lrp_invocation_duration_seconds",
@@ -120,6 +137,7 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            served,
             latency,
             errors,
             in_flight,
@@ -145,6 +163,12 @@ impl Metrics {
                 self.requests.get_or_create_owned(&RequestLabels {
                     rule: rule.to_owned(),
                     status,
+                })
+            }),
+            served: SERVED_BY.map(|by| {
+                self.served.get_or_create_owned(&ServedLabels {
+                    rule: rule.to_owned(),
+                    by,
                 })
             }),
             latency: self.latency.get_or_create_owned(&labels),
@@ -184,9 +208,11 @@ impl Default for Metrics {
 }
 
 impl RuleMetrics {
-    pub fn finished(&self, status: StatusCode, took: Duration) {
+    /// A request answered with `status` after `took`, by `served_by` (`local` or `overflow`).
+    pub fn finished(&self, status: StatusCode, took: Duration, served_by: &str) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.requests[class].inc();
+        self.served[usize::from(served_by == SERVED_BY[1])].inc();
         self.latency.observe(took.as_secs_f64());
     }
 
@@ -224,8 +250,12 @@ mod tests {
     fn requests_errors_and_gauges_are_exposed() {
         let metrics = Metrics::new();
         let rule = metrics.rule("api.example.com");
-        rule.finished(StatusCode::OK, Duration::from_millis(3));
-        rule.finished(StatusCode::SERVICE_UNAVAILABLE, Duration::from_millis(40));
+        rule.finished(StatusCode::OK, Duration::from_millis(3), "local");
+        rule.finished(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(40),
+            "overflow",
+        );
         metrics.unrouted(StatusCode::NOT_FOUND);
         metrics.error("timeout");
         let running = rule.in_flight();
@@ -240,6 +270,8 @@ mod tests {
             r#"lrp_in_flight_invocations{rule="api.example.com"} 1"#,
             r#"lrp_queued_invocations{rule="api.example.com"} 2"#,
             r#"lrp_running_invocations{rule="api.example.com"} 1"#,
+            r#"lrp_served_total{rule="api.example.com",by="local"} 1"#,
+            r#"lrp_served_total{rule="api.example.com",by="overflow"} 1"#,
             "lrp_open_connections 1",
             r#"lrp_invocation_duration_seconds_count{rule="api.example.com"} 2"#,
             r#"lrp_invocation_duration_seconds_bucket{le="0.005",rule="api.example.com"} 1"#,
@@ -254,7 +286,7 @@ mod tests {
         // The same rule after a reload shares the counters.
         metrics
             .rule("api.example.com")
-            .finished(StatusCode::OK, Duration::ZERO);
+            .finished(StatusCode::OK, Duration::ZERO, "local");
         assert!(
             metrics
                 .encode()

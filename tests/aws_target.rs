@@ -262,3 +262,55 @@ async fn oversized_events_are_refused_before_any_call() {
     assert_eq!(reply.status, 413);
     assert_eq!(fake.counters.calls.load(Ordering::SeqCst), 0);
 }
+
+/// A local rule with an `overflow` sends what its function cannot take to a function on AWS
+/// (here moto's): requests past a full queue, and every request while its endpoint is down.
+#[tokio::test]
+async fn a_saturated_or_unreachable_local_rule_overflows_to_aws() {
+    let moto = Moto::start().await;
+    moto.use_simple_lambda().await;
+    let fake = FakeRie::start().await;
+    let overflow = "    overflow: {function_name: spare}\n";
+    let lrp = Lrp::start_with(
+        &format!(
+            "region: us-east-1\nlocal:\n{}  - hostname: down\n    endpoint: http://127.0.0.1:1\n{overflow}",
+            fake.rule("busy", "gated", &format!("    max_queue: 1\n{overflow}")),
+        ),
+        moto.lrp_env(),
+    );
+    // One request runs and one waits: the local function's queue is full.
+    let running = tokio::spawn(send(lrp.request("GET", "busy", "/local"), ""));
+    fake.counters.wait_in_flight(1).await;
+    let queued = tokio::spawn(send(lrp.request("GET", "busy", "/local"), ""));
+    lrp.wait_metric(r#"lrp_queued_invocations{rule="busy"}"#, 1)
+        .await;
+    // The rest go to AWS instead of getting 429 (moto's function echoes the event).
+    for _ in 0..3 {
+        let reply = send(lrp.request("GET", "busy", "/spare"), "").await;
+        assert_eq!(reply.status, 200, "{}\n{}", reply.text(), lrp.logs());
+        assert_eq!(reply.json()["rawPath"], "/spare");
+    }
+    fake.counters.open_gate(2);
+    assert_eq!(running.await.unwrap().status, 200);
+    assert_eq!(queued.await.unwrap().status, 200);
+    assert_eq!(
+        lrp.metric(r#"lrp_served_total{rule="busy",by="local"}"#)
+            .await,
+        2
+    );
+    assert_eq!(
+        lrp.metric(r#"lrp_served_total{rule="busy",by="overflow"}"#)
+            .await,
+        3
+    );
+
+    // An endpoint that refuses connections: every request goes to AWS.
+    let reply = send(lrp.request("GET", "down", "/"), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        lrp.metric(r#"lrp_served_total{rule="down",by="overflow"}"#)
+            .await,
+        1
+    );
+    lrp.expect_log(r#"served_by="overflow""#).await;
+}

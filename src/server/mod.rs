@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::event::Format;
 use crate::metrics::{Metrics, RuleMetrics};
 use crate::router::RouteTable;
+use crate::target::aws::AwsTarget;
 use crate::target::{Target, TargetFactory};
 
 /// How long a client may take to send its request headers.
@@ -47,7 +48,29 @@ pub struct Route {
     pub format: Format,
     /// A path prefix the function does not see (`strip_path_prefix`).
     pub strip_prefix: Option<String>,
+    /// Where requests go when the local function's queue is full or it is unreachable.
+    pub overflow: Option<OverflowTarget>,
     metrics: RuleMetrics,
+}
+
+/// A function on AWS that takes a local rule's overflow.
+pub struct OverflowTarget {
+    pub target: AwsTarget,
+    /// How long an overflowing request may take on AWS; the rule's remaining time if unset.
+    pub timeout: Option<Duration>,
+}
+
+impl OverflowTarget {
+    /// Invokes the overflow function, within its own timeout if it has one, else by the
+    /// request's `deadline`.
+    pub async fn invoke(
+        &self,
+        event: bytes::Bytes,
+        deadline: Instant,
+    ) -> Result<crate::target::Invoked, crate::target::TargetError> {
+        let deadline = self.timeout.map_or(deadline, |t| Instant::now() + t);
+        self.target.invoke(event, deadline).await
+    }
 }
 
 /// The rule table and the settings that come with it: what a reload replaces.
@@ -75,6 +98,15 @@ impl Proxy {
                     .path_prefix
                     .clone()
                     .filter(|_| rule.strip_path_prefix),
+                overflow: match &rule.overflow {
+                    Some(overflow) => Some(OverflowTarget {
+                        target: targets
+                            .aws(&overflow.function, config.region.as_deref())
+                            .await,
+                        timeout: overflow.timeout,
+                    }),
+                    None => None,
+                },
             };
             routes.push((rule.route.clone(), route));
         }

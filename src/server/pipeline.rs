@@ -21,7 +21,7 @@ use crate::error::ProxyError;
 use crate::event::{FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
 use crate::router::{Host, HostError, InternalRoute, internal_route};
-use crate::target::Invoked;
+use crate::target::{Invoked, TargetError};
 
 /// The header HTTP API gives every response its request id in; REST and function URLs use
 /// `x-amzn-requestid`, and ALB none.
@@ -61,6 +61,7 @@ pub(super) async fn handle(
     // Failures found before a rule is known are answered as HTTP API answers them.
     let door = route.map_or(FrontDoor::HttpApi, |r| r.format.front_door());
     let request_id = route.map_or_else(ids::api_request_id, |r| r.format.request_id());
+    let mut served_by = ServedBy::Local;
     let outcome = match (&host, route) {
         (Err(error), _) => {
             discard_rest(&parts, body);
@@ -79,7 +80,7 @@ pub(super) async fn handle(
                 request_id: &request_id,
             };
             let _running = route.metrics.in_flight();
-            invoke(route, &context, body, started).await
+            invoke(route, &context, body, started, &mut served_by).await
         }
     };
 
@@ -88,7 +89,7 @@ pub(super) async fn handle(
         .map_or_else(|e| e.status(door), |r| r.status());
     let took = started.elapsed();
     match route {
-        Some(route) => route.metrics.finished(status, took),
+        Some(route) => route.metrics.finished(status, took, served_by.name()),
         None => state.metrics.unrouted(status),
     }
     let host_text = host.as_ref().map_or("-", Host::as_str);
@@ -100,7 +101,7 @@ pub(super) async fn handle(
             // Display, not Debug, for text HTTP already restricts to visible ASCII: cheaper.
             tracing::event!($level, method = %parts.method, host = %host_text,
                 path = %parts.uri.path(), status = status.as_u16(), rule = %rule, duration_ms,
-                request_id = %request_id, $($error)* "request")
+                served_by = served_by.name(), request_id = %request_id, $($error)* "request")
         };
     }
     let response = match outcome {
@@ -143,20 +144,39 @@ struct RequestContext<'a> {
     request_id: &'a str,
 }
 
+/// Which function answered a request: the rule's own, or its `overflow` on AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServedBy {
+    Local,
+    Overflow,
+}
+
+impl ServedBy {
+    fn name(self) -> &'static str {
+        match self {
+            ServedBy::Local => "local",
+            ServedBy::Overflow => "overflow",
+        }
+    }
+}
+
 /// Admission first, so a request refused for a full queue never has its body read; then one
 /// deadline, counted from the request's arrival, bounds the body, the wait for a slot and the
-/// invocation together.
+/// invocation together. A rule with an `overflow` sends the request there instead when its
+/// queue is full or its endpoint unreachable (`served_by` says so).
 async fn invoke(
     route: &Route,
     context: &RequestContext<'_>,
     body: Incoming,
     started: Instant,
+    served_by: &mut ServedBy,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // Rule timeouts are at most 15 minutes (the config checks it): no overflow.
     let deadline = started + route.timeout;
-    let admitted = match route.target.admit() {
-        Ok(admitted) => admitted,
-        Err(refused) => {
+    let admitted = match (route.target.admit(), &route.overflow) {
+        (Ok(admitted), _) => Some(admitted),
+        (Err(TargetError::QueueFull), Some(_)) => None,
+        (Err(refused), _) => {
             discard_rest(context.parts, body);
             return Err(refused.into());
         }
@@ -197,10 +217,28 @@ async fn invoke(
         .to_event(&incoming)
         .map_err(|_| ProxyError::RequestTooLarge)?;
     drop(body);
-    let result = match admitted
-        .invoke(Bytes::from(event), deadline, &trace_id)
-        .await?
-    {
+    let event = Bytes::from(event);
+    let invoked = match (admitted, &route.overflow) {
+        (Some(admitted), None) => admitted.invoke(event, deadline, &trace_id).await?,
+        (Some(admitted), Some(overflow)) => {
+            // A second handle on the same bytes, for the overflow: no copy.
+            match admitted.invoke(event.clone(), deadline, &trace_id).await {
+                Err(TargetError::Unreachable(cause)) => {
+                    debug!(%cause, "the local function is unreachable: overflowing to AWS");
+                    *served_by = ServedBy::Overflow;
+                    overflow.invoke(event, deadline).await?
+                }
+                invoked => invoked?,
+            }
+        }
+        (None, overflow) => {
+            // Not admitted: the queue is full, and the rule has an overflow (else it returned).
+            let overflow = overflow.as_ref().ok_or(TargetError::QueueFull)?;
+            *served_by = ServedBy::Overflow;
+            overflow.invoke(event, deadline).await?
+        }
+    };
+    let result = match invoked {
         Invoked::Buffered(result) => result,
         // A stream carries its own head in its prelude, whatever the format.
         Invoked::Streamed(stream) => return body::streaming_response(stream).await,

@@ -240,18 +240,25 @@ impl TargetFactory {
                     limiter.clone(),
                 )))
             }
-            TargetConfig::Aws(config) => {
-                let region = file_region.map(str::to_owned);
-                let clients = match &mut self.aws {
-                    Some((loaded_for, clients)) if *loaded_for == region => clients,
-                    _ => {
-                        let clients = aws::AwsClients::load(file_region).await;
-                        &mut self.aws.insert((region, clients)).1
-                    }
-                };
-                Target::Aws(clients.target(config))
-            }
+            TargetConfig::Aws(config) => Target::Aws(self.aws(config, file_region).await),
         }
+    }
+
+    /// A target for a function on AWS, on the shared client for its region.
+    pub async fn aws(
+        &mut self,
+        config: &crate::config::AwsConfig,
+        file_region: Option<&str>,
+    ) -> aws::AwsTarget {
+        let region = file_region.map(str::to_owned);
+        let clients = match &mut self.aws {
+            Some((loaded_for, clients)) if *loaded_for == region => clients,
+            _ => {
+                let clients = aws::AwsClients::load(file_region).await;
+                &mut self.aws.insert((region, clients)).1
+            }
+        };
+        clients.target(config)
     }
 }
 
