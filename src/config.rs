@@ -58,6 +58,8 @@ pub struct Config {
     pub region: Option<String>,
     pub host: String,
     pub port: u16,
+    /// The port of the Lambda Invoke API listener (on `host`), if any.
+    pub lambda_api_port: Option<u16>,
     /// `""` or a path prefix such as `/__lrp` (always with one leading slash, no trailing one).
     pub internal_route_prefix: String,
     /// After a shutdown signal, how long lrp keeps serving (with `/healthz` answering 503)
@@ -110,6 +112,16 @@ pub struct RieConfig {
     pub max_queue: usize,
 }
 
+impl RieConfig {
+    /// The function name in the invoke path.
+    pub fn function_name(&self) -> &str {
+        let path = self.invoke_uri.path();
+        path.strip_prefix("/2015-03-31/functions/")
+            .and_then(|rest| rest.strip_suffix("/invocations"))
+            .unwrap_or(DEFAULT_RIE_FUNCTION_NAME)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandConfig {
     /// The name the function is told it has (`AWS_LAMBDA_FUNCTION_NAME`).
@@ -160,6 +172,7 @@ impl Config {
             region: None,
             host: DEFAULT_HOST.to_owned(),
             port: DEFAULT_PORT,
+            lambda_api_port: None,
             internal_route_prefix: String::new(),
             shutdown_delay: Duration::ZERO,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -235,6 +248,9 @@ impl fmt::Display for Config {
             self.max_connections,
             humantime::format_duration(self.connection_idle_timeout)
         )?;
+        if let Some(port) = self.lambda_api_port {
+            writeln!(f, "lambda_api: {}:{port}", self.host)?;
+        }
         writeln!(
             f,
             "region: {}",
@@ -365,6 +381,8 @@ struct FileConfig {
     host: Option<String>,
     #[serde(default)]
     port: Option<Port>,
+    #[serde(default)]
+    lambda_api_port: Option<Port>,
     #[serde(default)]
     internal_route_prefix: Option<String>,
     #[serde(default)]
@@ -762,6 +780,7 @@ impl FileConfig {
         }
         let port = self.port.map_or(DEFAULT_PORT, |p| p.0);
         Ok(Config {
+            lambda_api_port: self.lambda_api_port.map(|p| p.0),
             region: self.region,
             host: self
                 .host

@@ -114,6 +114,17 @@ async fn run(path: Option<&Path>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, rules = config.rules.len(), "listening on {address}");
+    let lambda_api = match config.lambda_api_port {
+        Some(port) => {
+            let listener = TcpListener::bind((config.host.as_str(), port))
+                .await
+                .with_context(|| format!("cannot listen on {}:{port}", config.host))?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "Lambda Invoke API listening on {address}");
+            Some(listener)
+        }
+        None => None,
+    };
     let server = Server::new(&config).await;
     tokio::spawn(reload_on_hangup(
         hangups,
@@ -121,7 +132,9 @@ async fn run(path: Option<&Path>) -> anyhow::Result<()> {
         path.map(Path::to_path_buf),
         config,
     ));
-    server.serve(listener, shutdown_signal()?).await?;
+    server
+        .serve(listener, lambda_api, shutdown_signal()?)
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,8 +3,10 @@
 //! [`pipeline`].
 
 mod body;
+mod lambda_api;
 mod pipeline;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// takes longer than [`HTTP2_PING_TIMEOUT`]: a peer that vanished without a FIN is noticed.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Invoke API `Event` invocations that may wait or run at once; more get 429.
+const MAX_QUEUED_EVENTS: usize = 1000;
 /// HTTP/2 streams one connection may have open at once (each is a request in flight).
 const HTTP2_MAX_STREAMS: u32 = 128;
 
@@ -51,6 +55,30 @@ pub struct Route {
     /// Where requests go when the local function's queue is full or it is unreachable.
     pub overflow: Option<OverflowTarget>,
     metrics: RuleMetrics,
+}
+
+/// The names a rule's function answers to on the Invoke API: a command's `function_name`; an
+/// endpoint's function name in its invoke path, and when that is the RIE's `function`, also
+/// its hostname's first label; an `aws:` rule's function name (without an ARN's prefix or a
+/// qualifier).
+fn invoke_names(rule: &crate::config::Rule) -> Vec<String> {
+    use crate::config::{DEFAULT_RIE_FUNCTION_NAME, TargetConfig};
+    match &rule.target {
+        TargetConfig::Command(command) => vec![command.function_name.clone()],
+        TargetConfig::Rie(rie) => {
+            let name = rie.function_name().to_owned();
+            let host = rule.route.host.as_ref().map(|h| h.function_name());
+            match host {
+                Some(host) if name == DEFAULT_RIE_FUNCTION_NAME => vec![name, host],
+                _ => vec![name],
+            }
+        }
+        TargetConfig::Aws(aws) => {
+            let name = aws.function_name.as_str();
+            let name = name.split_once(":function:").map_or(name, |(_, f)| f);
+            vec![name.split(':').next().unwrap_or(name).to_owned()]
+        }
+    }
 }
 
 /// A function on AWS that takes a local rule's overflow.
@@ -76,6 +104,8 @@ impl OverflowTarget {
 /// The rule table and the settings that come with it: what a reload replaces.
 pub struct Proxy {
     table: RouteTable<Route>,
+    /// Function name → its rule's index in `table`, for the Invoke API.
+    functions: HashMap<String, usize>,
     internal_route_prefix: String,
     shutdown_delay: Duration,
 }
@@ -83,7 +113,12 @@ pub struct Proxy {
 impl Proxy {
     async fn new(config: &Config, metrics: &Metrics, targets: &mut TargetFactory) -> Self {
         let mut routes = Vec::with_capacity(config.rules.len());
-        for rule in &config.rules {
+        let mut functions = HashMap::new();
+        for (index, rule) in config.rules.iter().enumerate() {
+            for name in invoke_names(rule) {
+                // The first rule for a name answers for it.
+                functions.entry(name).or_insert(index);
+            }
             let name = rule.route.to_string();
             let route = Route {
                 metrics: metrics.rule(&name),
@@ -112,6 +147,7 @@ impl Proxy {
         }
         Proxy {
             table: RouteTable::new(routes),
+            functions,
             internal_route_prefix: config.internal_route_prefix.clone(),
             shutdown_delay: config.shutdown_delay,
         }
@@ -138,6 +174,8 @@ struct State {
     draining: AtomicBool,
     /// Kept across reloads (see [`TargetFactory`]); locked only while a table is built.
     targets: tokio::sync::Mutex<TargetFactory>,
+    /// Invoke API `Event` invocations accepted and not yet finished.
+    async_invocations: Arc<Semaphore>,
     /// Fixed at startup, like the listen address.
     max_connections: usize,
     connection_idle_timeout: Duration,
@@ -155,6 +193,7 @@ impl Server {
                 metrics,
                 draining: AtomicBool::new(false),
                 targets: tokio::sync::Mutex::new(targets),
+                async_invocations: Arc::new(Semaphore::new(MAX_QUEUED_EVENTS)),
                 max_connections: config.max_connections,
                 connection_idle_timeout: config.connection_idle_timeout,
             }),
@@ -178,33 +217,68 @@ impl Server {
         });
     }
 
-    /// Serves until `shutdown` resolves. From then on `/healthz` answers 503; lrp keeps
-    /// accepting for the configured `shutdown_delay` (so load balancers see it), then stops
-    /// accepting, asks every connection to finish (HTTP/1.1 after its current response,
-    /// HTTP/2 with GOAWAY), waits up to 30 s for them, and stops the functions it runs.
+    /// Serves until `shutdown` resolves: HTTP on `listener`, and the Lambda Invoke API on
+    /// `lambda_api` if given. From then on `/healthz` answers 503; lrp keeps accepting for
+    /// the configured `shutdown_delay` (so load balancers see it), then stops accepting, asks
+    /// every connection to finish (HTTP/1.1 after its current response, HTTP/2 with GOAWAY),
+    /// waits up to 30 s for them, and stops the functions it runs.
     pub async fn serve(
         &self,
         listener: TcpListener,
+        lambda_api: Option<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let local_port = listener.local_addr()?.port();
-        let builder = Arc::new(connection_builder());
         let max_connections = self.state.max_connections;
-        let connections = Arc::new(Semaphore::new(max_connections));
-        let (stop_connections, stop) = watch::channel(false);
-        let stop_accepting = async {
+        let shared = Accepting {
+            builder: Arc::new(connection_builder()),
+            connections: Arc::new(Semaphore::new(max_connections)),
+            stop_accepting: watch::channel(false),
+            stop_connections: watch::channel(false),
+        };
+        let signal = async {
             shutdown.await;
             self.state.draining.store(true, Ordering::Release);
             let delay = self.state.proxy.load().shutdown_delay;
             info!("shutting down: /healthz now answers 503; accepting for {delay:?} more");
             tokio::time::sleep(delay).await;
+            let _ = shared.stop_accepting.0.send(true);
         };
-        tokio::pin!(stop_accepting);
+        let api = async {
+            match lambda_api {
+                Some(listener) => self.accept(listener, Service::LambdaApi, &shared).await,
+                None => Ok(()),
+            }
+        };
+        let (_, http, api) =
+            tokio::join!(signal, self.accept(listener, Service::Http, &shared), api);
+        info!("draining in-flight requests");
+        let _ = shared.stop_connections.0.send(true);
+        let all_closed = shared.connections.acquire_many(max_connections as u32);
+        if tokio::time::timeout(DRAIN_TIMEOUT, all_closed)
+            .await
+            .is_err()
+        {
+            error!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
+        self.state.proxy.load().shutdown().await;
+        http.and(api)
+    }
+
+    /// Accepts connections for `service` until told to stop.
+    async fn accept(
+        &self,
+        listener: TcpListener,
+        service: Service,
+        shared: &Accepting,
+    ) -> std::io::Result<()> {
+        let local_port = listener.local_addr()?.port();
+        let mut stop = shared.stop_accepting.1.clone();
+        let max_connections = self.state.max_connections;
         let mut warned_full = false;
         loop {
             // At the limit, lrp stops accepting: new clients wait in the kernel's backlog
             // until a connection closes, instead of each costing memory here.
-            let permit = match connections.clone().try_acquire_owned() {
+            let permit = match shared.connections.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
                     if !warned_full {
@@ -215,11 +289,11 @@ impl Server {
                         warned_full = true;
                     }
                     tokio::select! {
-                        permit = connections.clone().acquire_owned() => match permit {
+                        permit = shared.connections.clone().acquire_owned() => match permit {
                             Ok(permit) => permit,
                             Err(_) => break,
                         },
-                        () = &mut stop_accepting => break,
+                        _ = stop.wait_for(|stop| *stop) => break,
                     }
                 }
             };
@@ -233,33 +307,40 @@ impl Server {
                         continue;
                     }
                 },
-                () = &mut stop_accepting => break,
+                _ = stop.wait_for(|stop| *stop) => break,
             };
-            if connections.available_permits() > 0 {
+            if shared.connections.available_permits() > 0 {
                 warned_full = false;
             }
             let connection = Connection {
                 state: self.state.clone(),
-                builder: builder.clone(),
+                builder: shared.builder.clone(),
+                service,
                 peer,
                 local_port,
                 _permit: permit,
             };
-            tokio::spawn(connection.serve(stream, stop.clone()));
+            tokio::spawn(connection.serve(stream, shared.stop_connections.1.clone()));
         }
-        drop(listener);
-        info!("draining in-flight requests");
-        let _ = stop_connections.send(true);
-        let all_closed = connections.acquire_many(max_connections as u32);
-        if tokio::time::timeout(DRAIN_TIMEOUT, all_closed)
-            .await
-            .is_err()
-        {
-            error!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
-        }
-        self.state.proxy.load().shutdown().await;
         Ok(())
     }
+}
+
+/// What the accept loops share: the connection limit, and the signals to stop.
+struct Accepting {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    connections: Arc<Semaphore>,
+    stop_accepting: (watch::Sender<bool>, watch::Receiver<bool>),
+    stop_connections: (watch::Sender<bool>, watch::Receiver<bool>),
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    /// Functions over HTTP, by host and path.
+    Http,
+    /// The Lambda Invoke API, by function name.
+    LambdaApi,
 }
 
 /// HTTP/1.1 and HTTP/2 (prior knowledge, h2c) on the same port, with their time bounds.
@@ -283,6 +364,7 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
 struct Connection {
     state: Arc<State>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    service: Service,
     peer: std::net::SocketAddr,
     local_port: u16,
     _permit: OwnedSemaphorePermit,
@@ -300,12 +382,15 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let service = {
             let (state, activity) = (self.state.clone(), activity.clone());
-            let (peer, local_port) = (self.peer, self.local_port);
+            let (peer, local_port, kind) = (self.peer, self.local_port, self.service);
             service_fn(move |request| {
                 let state = state.clone();
                 let busy = activity.begin();
                 async move {
-                    let response = pipeline::handle(&state, peer, local_port, request).await;
+                    let response = match kind {
+                        Service::Http => pipeline::handle(&state, peer, local_port, request).await,
+                        Service::LambdaApi => lambda_api::handle(&state, request).await,
+                    };
                     drop(busy);
                     Ok::<_, Infallible>(response)
                 }
