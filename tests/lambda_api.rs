@@ -100,6 +100,27 @@ async fn the_rust_sdk_invokes_a_command_rule_by_name() {
     assert_eq!(error["errorType"], "ValueError");
     assert_eq!(error["errorMessage"], "boom from python");
 
+    // Tail: the last 4 KB of the invocation's log, in base64, framed as Lambda frames it.
+    let output = client
+        .invoke()
+        .function_name("hello")
+        .log_type(aws_sdk_lambda::types::LogType::Tail)
+        .payload(Blob::new(r#"{"rawPath": "/log"}"#))
+        .send()
+        .await
+        .unwrap();
+    use base64::Engine;
+    let log = base64::engine::general_purpose::STANDARD
+        .decode(output.log_result.expect("a log result"))
+        .unwrap();
+    let log = String::from_utf8(log).unwrap();
+    assert!(log.starts_with("START RequestId: "), "{log}");
+    assert!(log.contains("a line from the function\n"), "{log}");
+    assert!(
+        log.contains("\nEND RequestId: ") && log.contains("\nREPORT RequestId: "),
+        "{log}"
+    );
+
     // Event: accepted at once, run in the background; DryRun: checked, not run.
     let event = client
         .invoke()

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use base64::Engine;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -18,7 +19,7 @@ use super::body::ResponseBody;
 use super::{Proxy, State};
 use crate::event::{MAX_EVENT_BYTES, MAX_RESULT_BYTES};
 use crate::ids;
-use crate::target::{Invoked, TargetError};
+use crate::target::{Invoked, LogTail, TargetError};
 
 const PATH_PREFIX: &str = "/2015-03-31/functions/";
 const PATH_SUFFIX: &str = "/invocations";
@@ -223,18 +224,32 @@ async fn invoke(
     let route = &proxy.table.routes()[index];
     let deadline = Instant::now() + route.timeout;
     let admitted = route.target.admit().map_err(refusal)?;
-    let outcome = match admitted.invoke(payload, deadline, &trace_id).await {
+    let tail = parts
+        .headers
+        .get("x-amz-log-type")
+        .is_some_and(|t| t.as_bytes() == b"Tail");
+    let log: Option<LogTail> = tail.then(LogTail::default);
+    let invoked = admitted.invoke_logged(payload, deadline, &trace_id, log.clone());
+    let outcome = match invoked.await {
         Ok(Invoked::Buffered(result)) => Ok(result),
         Ok(Invoked::Streamed(stream)) => collect(stream).await,
         Err(error) => Err(error),
     };
-    let response = match outcome {
+    let mut response = match outcome {
         Ok(result) => answer(StatusCode::OK, result, None),
         Err(error) => match function_error(&error, route.timeout) {
             Some(body) => answer(StatusCode::OK, body, Some("Unhandled")),
             None => return Err(refusal(error)),
         },
     };
+    // The last 4 KB of the invocation's log, for functions lrp runs itself.
+    let log = log.and_then(|log| log.lock().ok().and_then(|mut log| log.take()));
+    if let Some(log) = log {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(log);
+        if let Ok(value) = HeaderValue::from_str(&encoded) {
+            response.headers_mut().insert("x-amz-log-result", value);
+        }
+    }
     Ok((function, kind, response))
 }
 

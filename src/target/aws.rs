@@ -23,6 +23,7 @@ use aws_sdk_lambda::types::{InvocationType, InvokeWithResponseStreamResponseEven
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::admission::Slot;
 use super::stream::{ChunkSender, Ending, ResultStream, StreamEnd, StreamError};
 use super::{ErrorObject, Invoked, TargetError};
 use crate::config::{AwsConfig, DEFAULT_REGION};
@@ -150,7 +151,7 @@ async fn pump(
 struct NothingHeld;
 
 impl StreamEnd for NothingHeld {
-    fn end(self: Box<Self>, _ending: Ending) {}
+    fn end(self: Box<Self>, _ending: Ending, _slot: Option<Slot>) {}
 }
 
 /// Turns an Invoke or InvokeWithResponseStream failure into what the client should be told,

@@ -155,6 +155,10 @@ impl Target {
     }
 }
 
+/// Where an invocation's log goes when the caller asked for it (the Invoke API's
+/// `X-Amz-Log-Type: Tail`): filled by targets that run the function themselves.
+pub type LogTail = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
 /// A function's answer: whole, or streaming.
 pub enum Invoked {
     Buffered(Bytes),
@@ -178,13 +182,25 @@ impl Admitted<'_> {
         deadline: Instant,
         trace_id: &str,
     ) -> Result<Invoked, TargetError> {
+        self.invoke_logged(event, deadline, trace_id, None).await
+    }
+
+    /// [`Admitted::invoke`], filling `log` with the invocation's log where the target has it
+    /// (functions lrp runs itself).
+    pub async fn invoke_logged(
+        self,
+        event: Bytes,
+        deadline: Instant,
+        trace_id: &str,
+        log: Option<LogTail>,
+    ) -> Result<Invoked, TargetError> {
         match self {
             Admitted::Rie(target, ticket) => target
                 .invoke(ticket, event, deadline)
                 .await
                 .map(Invoked::Buffered),
             Admitted::Command(target, ticket) => {
-                target.invoke(ticket, event, deadline, trace_id).await
+                target.invoke(ticket, event, deadline, trace_id, log).await
             }
             Admitted::Aws(target) => target.invoke(event, deadline).await,
         }

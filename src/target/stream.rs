@@ -80,9 +80,11 @@ pub enum Ending {
     Cut,
 }
 
-/// Told once, when a stream is dropped, how it ended (see [`ResultStream::new`]).
+/// Told once, when a stream is dropped, how it ended (see [`ResultStream::new`]). It is handed
+/// the invocation's slot too, to free once what the stream held is back: an instance freed
+/// after its slot would let the next request start a second one.
 pub trait StreamEnd: Send + Sync {
-    fn end(self: Box<Self>, ending: Ending);
+    fn end(self: Box<Self>, ending: Ending, slot: Option<Slot>);
 }
 
 /// A streamed result, as the server reads it.
@@ -149,7 +151,7 @@ impl ResultStream {
 impl Drop for ResultStream {
     fn drop(&mut self) {
         if let Some(end) = self.end.take() {
-            end.end(self.ending.unwrap_or(Ending::Abandoned));
+            end.end(self.ending.unwrap_or(Ending::Abandoned), self.slot.take());
         }
     }
 }
@@ -165,7 +167,7 @@ mod tests {
     struct Recorded(Recording);
 
     impl StreamEnd for Recorded {
-        fn end(self: Box<Self>, ending: Ending) {
+        fn end(self: Box<Self>, ending: Ending, _slot: Option<Slot>) {
             *self.0.lock().unwrap() = Some(ending);
         }
     }

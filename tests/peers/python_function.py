@@ -14,6 +14,8 @@ def handler(event, context):
         raise ValueError("boom from python")
     if path == "/exit":
         os._exit(3)
+    if path == "/log":
+        print("a line from the function", flush=True)
     if path.startswith("/sleep/"):
         time.sleep(int(path.split("/")[2]) / 1000)
     if path.startswith("/barrier/"):

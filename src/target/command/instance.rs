@@ -32,6 +32,8 @@ pub struct FunctionSpec {
 
 pub struct Instance {
     pub id: u64,
+    /// The runtime's recent output, for an invocation's log tail.
+    pub output: OutputTail,
     process: Arc<ProcessGroup>,
     invocations: mpsc::Sender<Invocation>,
     /// Set when the instance can serve no more: it reported an init error, or exited.
@@ -79,11 +81,26 @@ impl Instance {
             api.abort();
             return Err(std::io::Error::other("the runtime exited at once"));
         };
+        let output = OutputTail::default();
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(forward_lines(stdout, spec.name.clone(), id, "stdout"));
+            let output = output.clone();
+            tokio::spawn(forward_lines(
+                stdout,
+                spec.name.clone(),
+                id,
+                "stdout",
+                output,
+            ));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_lines(stderr, spec.name.clone(), id, "stderr"));
+            let output = output.clone();
+            tokio::spawn(forward_lines(
+                stderr,
+                spec.name.clone(),
+                id,
+                "stderr",
+                output,
+            ));
         }
         let process = Arc::new(ProcessGroup {
             running: Mutex::new(Some(pid)),
@@ -109,6 +126,7 @@ impl Instance {
         tracing::info!(function = %spec.name, instance = id, %runtime_api, "started an instance");
         Ok(Instance {
             id,
+            output,
             process,
             invocations,
             death,
@@ -126,6 +144,7 @@ impl Instance {
     /// Runs one invocation to its outcome, or to the instance's death.
     pub async fn invoke(
         &self,
+        request_id: &str,
         event: Bytes,
         deadline: Instant,
         trace_id: &str,
@@ -133,7 +152,7 @@ impl Instance {
         let (reply, outcome) = oneshot::channel();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let invocation = Invocation {
-            request_id: ids::lambda_request_id(),
+            request_id: request_id.to_owned(),
             event,
             deadline_epoch_ms: ids::epoch_millis(SystemTime::now() + remaining),
             trace_id: trace_id.to_owned(),
@@ -271,12 +290,67 @@ fn die_with_parent(command: &mut tokio::process::Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_command: &mut tokio::process::Command) {}
 
-/// Sends each line of a runtime's output to lrp's log, tagged with the function.
+/// The last 4 KB of what the runtime printed since an invocation started, as Lambda returns
+/// it for `X-Amz-Log-Type: Tail`, framed by Lambda's START, END and REPORT lines.
+#[derive(Clone, Default)]
+pub struct OutputTail(Arc<Mutex<Option<String>>>);
+
+/// Lambda returns at most this much of an invocation's log.
+const LOG_TAIL_BYTES: usize = 4096;
+
+impl OutputTail {
+    /// Starts collecting the runtime's output for the invocation `request_id`.
+    pub fn start(&self, request_id: &str) {
+        if let Ok(mut tail) = self.0.lock() {
+            *tail = Some(format!("START RequestId: {request_id} Version: $LATEST\n"));
+        }
+    }
+
+    /// Stops collecting; the invocation's log, at most its last 4 KB.
+    pub async fn finish(&self, request_id: &str, took: Duration) -> String {
+        // The runtime printed before it answered, but its lines travel through a pipe and
+        // another task: give them a moment to arrive.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut log = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+            .unwrap_or_default();
+        let ms = took.as_secs_f64() * 1000.0;
+        log.push_str(&format!(
+            "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {ms:.2} ms\n"
+        ));
+        if log.len() > LOG_TAIL_BYTES {
+            let start = log.ceil_char_boundary(log.len() - LOG_TAIL_BYTES);
+            log.drain(..start);
+        }
+        log
+    }
+
+    fn push(&self, line: &str) {
+        if let Ok(mut tail) = self.0.lock()
+            && let Some(tail) = tail.as_mut()
+        {
+            tail.push_str(line);
+            tail.push('\n');
+            // Bounded: only the end is ever returned.
+            if tail.len() > 2 * LOG_TAIL_BYTES {
+                let start = tail.ceil_char_boundary(tail.len() - LOG_TAIL_BYTES);
+                tail.drain(..start);
+            }
+        }
+    }
+}
+
+/// Sends each line of a runtime's output to lrp's log, tagged with the function, and to the
+/// instance's output tail.
 async fn forward_lines(
     stream: impl AsyncRead + Unpin,
     function: String,
     instance: u64,
     name: &str,
+    output: OutputTail,
 ) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -292,18 +366,19 @@ async fn forward_lines(
         let used = newline.map_or(buffer.len(), |i| i + 1);
         reader.consume(used);
         if newline.is_some() {
-            log_line(&function, instance, name, &line);
+            log_line(&function, instance, name, &line, &output);
             line.clear();
         }
     }
     if !line.is_empty() {
-        log_line(&function, instance, name, &line);
+        log_line(&function, instance, name, &line, &output);
     }
 }
 
-fn log_line(function: &str, instance: u64, stream: &str, line: &[u8]) {
+fn log_line(function: &str, instance: u64, stream: &str, line: &[u8], output: &OutputTail) {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches('\r');
+    output.push(text);
     tracing::info!(target: "lrp::function", function, instance, stream, "{text}");
 }
 

@@ -13,9 +13,9 @@ use tokio::time::Instant;
 
 use self::instance::{FunctionSpec, Instance};
 use self::runtime_api::{Death, Outcome};
-use super::admission::{Limiter, Ticket};
+use super::admission::{Limiter, Slot, Ticket};
 use super::stream::{Ending, ResultStream, StreamEnd};
-use super::{Invoked, TargetError};
+use super::{Invoked, LogTail, TargetError};
 use crate::config::CommandConfig;
 
 /// How long a stopping runtime gets between SIGTERM and SIGKILL.
@@ -77,6 +77,7 @@ impl CommandTarget {
         event: Bytes,
         deadline: Instant,
         trace_id: &str,
+        log: Option<LogTail>,
     ) -> Result<Invoked, TargetError> {
         let pool = self.pool.clone();
         let trace_id = trace_id.to_owned();
@@ -84,7 +85,7 @@ impl CommandTarget {
         // finishes, or is killed at the deadline. A stream holds the slot until it ends.
         ticket
             .run(deadline, |slot| async move {
-                match pool.run(event, deadline, &trace_id).await? {
+                match pool.run(event, deadline, &trace_id, log).await? {
                     Invoked::Streamed(mut stream) => {
                         stream.hold(slot);
                         Ok(Invoked::Streamed(stream))
@@ -112,12 +113,24 @@ impl Pool {
         event: Bytes,
         deadline: Instant,
         trace_id: &str,
+        log: Option<LogTail>,
     ) -> Result<Invoked, TargetError> {
         let mut instance = self.checkout().await?;
         let fresh = instance.served == 0;
-        let outcome =
-            tokio::time::timeout_at(deadline, instance.invoke(event, deadline, trace_id)).await;
+        let request_id = crate::ids::lambda_request_id();
+        let started = Instant::now();
+        if log.is_some() {
+            instance.output.start(&request_id);
+        }
+        let invocation = instance.invoke(&request_id, event, deadline, trace_id);
+        let outcome = tokio::time::timeout_at(deadline, invocation).await;
         instance.served += 1;
+        if let Some(log) = log {
+            let tail = instance.output.finish(&request_id, started.elapsed()).await;
+            if let Ok(mut log) = log.lock() {
+                *log = Some(tail);
+            }
+        }
         match outcome {
             Err(_) => {
                 tracing::warn!(function = %self.spec.name, instance = instance.id,
@@ -258,7 +271,7 @@ struct InstanceReturn {
 }
 
 impl StreamEnd for InstanceReturn {
-    fn end(self: Box<Self>, ending: Ending) {
+    fn end(self: Box<Self>, ending: Ending, slot: Option<Slot>) {
         let InstanceReturn {
             pool,
             instance,
@@ -272,11 +285,13 @@ impl StreamEnd for InstanceReturn {
         }
         tokio::spawn(async move {
             // Its response must be over before it serves again; one that does not end soon
-            // after its stream did is not waited for.
+            // after its stream did is not waited for. The slot is freed after, so the next
+            // request finds the instance back in the pool.
             match tokio::time::timeout(STOP_GRACE, done).await {
                 Ok(_) => pool.checkin(instance),
                 Err(_) => drop(instance),
             }
+            drop(slot);
         });
     }
 }
