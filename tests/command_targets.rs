@@ -415,7 +415,8 @@ async fn the_readme_quick_start_answers_from_both_example_functions() {
     let example =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("lrp.example.yaml"))
             .unwrap()
-            .replace("port: 8080", "port: 0");
+            .replace("port: 8080", "port: 0")
+            .replace("lambda_api_port: 9001", "lambda_api_port: 0");
     // Run it from the repository root, as the README does, with relative working_dirs.
     let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
     let config = dir.path().join("lrp.yaml");

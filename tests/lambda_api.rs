@@ -155,21 +155,42 @@ async fn the_rust_sdk_invokes_a_command_rule_by_name() {
     lrp.expect_log("invocation_type=\"Event\"").await;
 }
 
-/// A boto3 client's answer, as JSON: `{"status", "error", "payload"}`.
+/// A boto3 client's answer, as JSON: `{"status", "error", "payload", "log"}`.
 async fn boto3(endpoint: &str, function: &str, payload: &Value) -> Value {
+    boto3_with(endpoint, function, payload, "RequestResponse", "None").await
+}
+
+async fn boto3_with(
+    endpoint: &str,
+    function: &str,
+    payload: &Value,
+    invocation_type: &str,
+    log_type: &str,
+) -> Value {
     let script = r#"
-import boto3, json, sys
+import base64, boto3, json, sys
 client = boto3.client("lambda", endpoint_url=sys.argv[1], region_name="us-east-1",
                       aws_access_key_id="AKIDLRPTEST", aws_secret_access_key="secret")
 try:
-    answer = client.invoke(FunctionName=sys.argv[2], Payload=sys.argv[3].encode())
+    answer = client.invoke(FunctionName=sys.argv[2], Payload=sys.argv[3].encode(),
+                           InvocationType=sys.argv[4], LogType=sys.argv[5])
+    log = answer.get("LogResult")
     print(json.dumps({"status": answer["StatusCode"], "error": answer.get("FunctionError"),
-                      "payload": answer["Payload"].read().decode()}))
+                      "payload": answer["Payload"].read().decode(),
+                      "log": base64.b64decode(log).decode() if log else None}))
 except client.exceptions.ResourceNotFoundException as error:
     print(json.dumps({"status": 404, "error": error.response["Error"]["Code"], "payload": None}))
 "#;
     let output = tokio::process::Command::new(tool("python"))
-        .args(["-c", script, endpoint, function, &payload.to_string()])
+        .args([
+            "-c",
+            script,
+            endpoint,
+            function,
+            &payload.to_string(),
+            invocation_type,
+            log_type,
+        ])
         .output()
         .await
         .expect("python runs");
@@ -182,16 +203,17 @@ except client.exceptions.ResourceNotFoundException as error:
 }
 
 #[tokio::test]
-async fn boto3_invokes_an_endpoint_rule_and_an_aws_rule() {
+async fn boto3_invokes_endpoint_aws_and_command_rules() {
     let emulator = Emulator::start().await;
     let _runtime = emulator.attach_rust_function("function");
     let moto = Moto::start().await;
     moto.use_simple_lambda().await;
     let (lrp, api) = start(
         &format!(
-            "region: us-east-1\nlocal:\n  - hostname: orders.test\n    endpoint: {}\n\
+            "region: us-east-1\nlocal:\n  - hostname: orders.test\n    endpoint: {}\n{}\
              aws:\n  - hostname: remote.test\n    function_name: remote\n",
-            emulator.endpoint()
+            emulator.endpoint(),
+            python_rule("hello", "handler"),
         ),
         moto.lrp_env(),
     );
@@ -223,6 +245,28 @@ async fn boto3_invokes_an_endpoint_rule_and_an_aws_rule() {
         serde_json::from_str::<Value>(remote["payload"].as_str().unwrap()).unwrap(),
         json!({"hello": "aws"})
     );
+
+    // A command rule: its log tail, and the other invocation types.
+    let logged = boto3_with(
+        &api,
+        "hello",
+        &json!({"rawPath": "/log"}),
+        "RequestResponse",
+        "Tail",
+    )
+    .await;
+    assert_eq!(logged["status"], 200, "{logged}");
+    assert!(
+        logged["log"]
+            .as_str()
+            .unwrap()
+            .contains("a line from the function"),
+        "{logged}"
+    );
+    let event = boto3_with(&api, "hello", &json!({}), "Event", "None").await;
+    assert_eq!(event["status"], 202);
+    let dry = boto3_with(&api, "remote", &json!({}), "DryRun", "None").await;
+    assert_eq!(dry["status"], 204);
 
     let unknown = boto3(&api, "nope", &json!({})).await;
     assert_eq!(

@@ -151,6 +151,7 @@ async fn the_examples_server_sent_events_arrive_one_by_one() {
     let example = std::fs::read_to_string(root.join("lrp.example.yaml"))
         .unwrap()
         .replace("port: 8080", "port: 0")
+        .replace("lambda_api_port: 9001", "lambda_api_port: 0")
         .replace("working_dir: examples/", "working_dir: ../examples/");
     let dir = tempfile::tempdir_in(root).unwrap();
     let config = dir.path().join("lrp.yaml");
