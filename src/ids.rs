@@ -25,6 +25,14 @@ pub fn trace_id(at: SystemTime) -> String {
     format!("Root=1-{seconds:08x}-{random:024x}")
 }
 
+/// The request's own X-Ray trace header, else a fresh one for a request received `at`.
+pub fn trace_id_of(headers: &http::HeaderMap, at: SystemTime) -> String {
+    headers
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| trace_id(at), str::to_owned)
+}
+
 /// Milliseconds since the epoch.
 pub fn epoch_millis(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)

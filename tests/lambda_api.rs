@@ -274,3 +274,49 @@ async fn boto3_invokes_endpoint_aws_and_command_rules() {
         (Some(404), Some("ResourceNotFoundException"))
     );
 }
+
+#[tokio::test]
+async fn a_payload_that_never_arrives_is_cut_at_the_rules_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = common::fake_rie::FakeRie::start().await;
+    let (lrp, api) = start(
+        &format!("local:\n{}", fake.rule("hang", "hang", "    timeout: 1s\n")),
+        vec![],
+    );
+    let address = api.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // Ten bytes promised, two sent, and the connection held open.
+    stream
+        .write_all(
+            b"POST /2015-03-31/functions/hang/invocations HTTP/1.1\r\nHost: lambda\r\n\
+              Content-Length: 10\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let read = async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within 10 s:\n{}", lrp.logs()));
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("x-amzn-errortype: requesttimeoutexception"),
+        "{answer}"
+    );
+    assert_eq!(
+        fake.counters
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was invoked"
+    );
+}

@@ -33,7 +33,7 @@ pub(super) async fn handle(state: &State, request: Request<Incoming>) -> Respons
     let started = Instant::now();
     let proxy = state.proxy.load_full();
     let (parts, body) = request.into_parts();
-    let (function, kind, response) = match invoke(state, &proxy, &parts, body).await {
+    let (function, kind, response) = match invoke(state, &proxy, started, &parts, body).await {
         Ok(answer) => answer,
         Err(error) => (String::from("-"), "-", error.response()),
     };
@@ -50,6 +50,7 @@ enum ApiError {
     InvalidParameter(String),
     InvalidContent,
     TooLarge(usize),
+    RequestTimeout,
     Throttled,
     AccessDenied(String),
     Service(String),
@@ -90,6 +91,12 @@ impl ApiError {
                     "Request must be smaller than {limit} bytes for the InvokeFunction operation"
                 ),
             ),
+            ApiError::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                "User",
+                "Reading the request timed out".to_owned(),
+            ),
             ApiError::Throttled => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequestsException",
@@ -123,9 +130,46 @@ impl ApiError {
 
 type Answer = (String, &'static str, Response<ResponseBody>);
 
+/// `X-Amz-Invocation-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+impl InvocationType {
+    fn of(headers: &http::HeaderMap) -> Result<Self, ApiError> {
+        match headers
+            .get("x-amz-invocation-type")
+            .map(HeaderValue::as_bytes)
+        {
+            None | Some(b"RequestResponse") => Ok(InvocationType::RequestResponse),
+            Some(b"Event") => Ok(InvocationType::Event),
+            Some(b"DryRun") => Ok(InvocationType::DryRun),
+            Some(other) => Err(ApiError::InvalidParameter(format!(
+                "1 validation error detected: Value '{}' at 'invocationType' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            InvocationType::RequestResponse => "RequestResponse",
+            InvocationType::Event => "Event",
+            InvocationType::DryRun => "DryRun",
+        }
+    }
+}
+
+/// One deadline, the rule's timeout counted from the request's arrival, bounds reading the
+/// payload and a synchronous invocation together, as it does for HTTP requests.
 async fn invoke(
     state: &State,
     proxy: &std::sync::Arc<Proxy>,
+    started: Instant,
     parts: &http::request::Parts,
     body: Incoming,
 ) -> Result<Answer, ApiError> {
@@ -155,46 +199,30 @@ async fn invoke(
             qualifier.unwrap_or_default()
         )));
     }
-    let kind = match parts
-        .headers
-        .get("x-amz-invocation-type")
-        .map(HeaderValue::as_bytes)
-    {
-        None | Some(b"RequestResponse") => "RequestResponse",
-        Some(b"Event") => "Event",
-        Some(b"DryRun") => "DryRun",
-        Some(other) => {
-            return Err(ApiError::InvalidParameter(format!(
-                "1 validation error detected: Value '{}' at 'invocationType' failed to satisfy \
-                 constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
-                String::from_utf8_lossy(other)
-            )));
-        }
-    };
-    if kind == "DryRun" {
+    let kind = InvocationType::of(&parts.headers)?;
+    if kind == InvocationType::DryRun {
         let mut response = Response::new(ResponseBody::whole(Bytes::new()));
         *response.status_mut() = StatusCode::NO_CONTENT;
-        return Ok((function, kind, response));
+        return Ok((function, kind.name(), response));
     }
-    let limit = if kind == "Event" {
-        MAX_EVENT_PAYLOAD
-    } else {
-        MAX_EVENT_BYTES
+    let route = &proxy.table.routes()[index];
+    let deadline = started + route.timeout;
+    let limit = match kind {
+        InvocationType::Event => MAX_EVENT_PAYLOAD,
+        _ => MAX_EVENT_BYTES,
     };
-    let payload = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(ApiError::TooLarge(limit)),
-        Err(e) => return Err(ApiError::InvalidParameter(e.to_string())),
+    let read = Limited::new(body, limit).collect();
+    let payload = match tokio::time::timeout_at(deadline, read).await {
+        Err(_) => return Err(ApiError::RequestTimeout),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(ApiError::TooLarge(limit)),
+        Ok(Err(e)) => return Err(ApiError::InvalidParameter(e.to_string())),
     };
     if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
         return Err(ApiError::InvalidContent);
     }
-    let trace_id = parts
-        .headers
-        .get("x-amzn-trace-id")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| ids::trace_id(SystemTime::now()), str::to_owned);
-    if kind == "Event" {
+    let trace_id = ids::trace_id_of(&parts.headers, SystemTime::now());
+    if kind == InvocationType::Event {
         let permit = state
             .async_invocations
             .clone()
@@ -219,10 +247,8 @@ async fn invoke(
         });
         let mut response = Response::new(ResponseBody::whole(Bytes::new()));
         *response.status_mut() = StatusCode::ACCEPTED;
-        return Ok((function, kind, response));
+        return Ok((function, kind.name(), response));
     }
-    let route = &proxy.table.routes()[index];
-    let deadline = Instant::now() + route.timeout;
     let admitted = route.target.admit().map_err(refusal)?;
     let tail = parts
         .headers
@@ -250,7 +276,7 @@ async fn invoke(
             response.headers_mut().insert("x-amz-log-result", value);
         }
     }
-    Ok((function, kind, response))
+    Ok((function, kind.name(), response))
 }
 
 /// The function's name and qualifier in any form Invoke takes: `name`, `name:qualifier`, a

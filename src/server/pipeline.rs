@@ -185,12 +185,7 @@ async fn invoke(
     let body = tokio::time::timeout_at(deadline, read_body(context.parts, body))
         .await
         .map_err(|_| ProxyError::BodyTimeout)??;
-    let trace_id = context
-        .parts
-        .headers
-        .get("x-amzn-trace-id")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| ids::trace_id(received), str::to_owned);
+    let trace_id = ids::trace_id_of(&context.parts.headers, received);
     let path = context.parts.uri.path();
     let path = match &route.strip_prefix {
         // What is left of the path, with its slash: `/orders/1` without `/orders` is `/1`.
