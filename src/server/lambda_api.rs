@@ -281,7 +281,10 @@ async fn invoke(
 
 /// The function's name and qualifier in any form Invoke takes: `name`, `name:qualifier`, a
 /// partial ARN (`123456789012:function:name`) or a full one, and `?Qualifier=`.
-fn function_and_qualifier(name: &str, query: Option<String>) -> (String, Option<String>) {
+pub(super) fn function_and_qualifier(
+    name: &str,
+    query: Option<String>,
+) -> (String, Option<String>) {
     let name = name
         .split_once(":function:")
         .map_or(name, |(_, function)| function);

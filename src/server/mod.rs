@@ -74,9 +74,7 @@ fn invoke_names(rule: &crate::config::Rule) -> Vec<String> {
             }
         }
         TargetConfig::Aws(aws) => {
-            let name = aws.function_name.as_str();
-            let name = name.split_once(":function:").map_or(name, |(_, f)| f);
-            vec![name.split(':').next().unwrap_or(name).to_owned()]
+            vec![lambda_api::function_and_qualifier(&aws.function_name, None).0]
         }
     }
 }
