@@ -142,23 +142,21 @@ impl Pool {
                 if fresh {
                     self.init_succeeded();
                 }
-                if let Outcome::Stream {
-                    content_type,
-                    chunks,
-                    done,
-                } = outcome
-                {
+                let result = match outcome {
                     // The instance is busy until its stream ends.
-                    let end = Box::new(InstanceReturn {
-                        pool: self.clone(),
-                        instance,
+                    Outcome::Stream {
+                        content_type,
+                        chunks,
                         done,
-                    });
-                    let stream = ResultStream::new(content_type, chunks, deadline, end);
-                    return Ok(Invoked::Streamed(stream));
-                }
-                self.checkin(instance);
-                match outcome {
+                    } => {
+                        let end = Box::new(InstanceReturn {
+                            pool: self.clone(),
+                            instance,
+                            done,
+                        });
+                        let stream = ResultStream::new(content_type, chunks, deadline, end);
+                        return Ok(Invoked::Streamed(stream));
+                    }
                     Outcome::Response(result) => Ok(Invoked::Buffered(result)),
                     Outcome::Error {
                         error_type,
@@ -167,10 +165,10 @@ impl Pool {
                         error_type,
                         message,
                     }),
-                    Outcome::ResponseTooLarge | Outcome::Stream { .. } => {
-                        Err(TargetError::ResultTooLarge)
-                    }
-                }
+                    Outcome::ResponseTooLarge => Err(TargetError::ResultTooLarge),
+                };
+                self.checkin(instance);
+                result
             }
             Ok(Err(death)) => {
                 let (error_type, message) = match death {
