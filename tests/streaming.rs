@@ -265,6 +265,36 @@ async fn the_rules_timeout_covers_the_whole_stream() {
     assert_eq!(next.rest().await.unwrap(), "hello\n");
 }
 
+/// A client that stops reading, but keeps its connection open, never lets lrp write again:
+/// the deadline still ends the stream, stops the instance and frees its slot.
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_nothing_past_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lrp = Lrp::start(&format!(
+        "local:\n{}",
+        stream_function("stream", "    timeout: 2s\n")
+    ));
+    let mut stalled = tokio::net::TcpStream::connect(lrp.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big/100 HTTP/1.1\r\nHost: stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_exact(&mut first))
+        .await
+        .expect("the head within 10 s")
+        .unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    // No more reading: 100 MiB cannot fit in the sockets' buffers, so lrp's writes stall.
+    lrp.wait_metric(r#"lrp_running_invocations{rule="stream"}"#, 0)
+        .await;
+    lrp.expect_log("a stream was cut: stopping the instance")
+        .await;
+    let mut next = open(&lrp, "stream", "/").await;
+    assert_eq!(next.rest().await.unwrap(), "hello\n");
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn fifty_megabytes_stream_through_with_memory_flat() {
     let lrp = Lrp::start(&format!("local:\n{}", stream_function("stream", "")));

@@ -96,7 +96,7 @@ impl AwsTarget {
             .map_err(|_| TargetError::Timeout)?
             .map_err(|e| classify(&e))?;
         let content_type = output.response_stream_content_type.clone();
-        let (sender, chunks) = ChunkSender::channel();
+        let (sender, chunks) = ChunkSender::channel(deadline);
         tokio::spawn(pump(output.event_stream, sender));
         let stream = ResultStream::new(content_type, chunks, deadline, Box::new(NothingHeld));
         Ok(Invoked::Streamed(stream))

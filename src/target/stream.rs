@@ -1,14 +1,17 @@
 //! A function's response as it streams: chunks in the order the runtime writes them, through a
 //! small bounded channel (so a slow client slows the runtime, and memory stays bounded
 //! whatever the size), ending when the runtime ends it, the function fails mid-stream, or
-//! the invocation's deadline passes.
+//! the invocation's deadline passes. The deadline holds on both sides even when nobody
+//! reads: a client that stops reading cannot keep the writer waiting or the function's slot
+//! taken past it.
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use super::admission::Slot;
@@ -33,33 +36,42 @@ pub enum StreamError {
 }
 
 /// The writing end of a stream: hands chunks on in order, counting them against
-/// [`MAX_STREAM_BYTES`].
+/// [`MAX_STREAM_BYTES`], never waiting for the reader past the invocation's deadline.
 pub struct ChunkSender {
     sender: mpsc::Sender<Result<Bytes, StreamError>>,
     sent: u64,
+    deadline: Instant,
 }
 
 impl ChunkSender {
-    /// A stream's two ends; the reading end waits in a [`ResultStream`].
-    pub fn channel() -> (Self, mpsc::Receiver<Result<Bytes, StreamError>>) {
+    /// A stream's two ends, for an invocation due by `deadline`; the reading end waits in a
+    /// [`ResultStream`].
+    pub fn channel(deadline: Instant) -> (Self, mpsc::Receiver<Result<Bytes, StreamError>>) {
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        (ChunkSender { sender, sent: 0 }, receiver)
+        let sender = ChunkSender {
+            sender,
+            sent: 0,
+            deadline,
+        };
+        (sender, receiver)
     }
 
     /// Hands `chunk` on, waiting while the reader is behind. False when the stream is over:
-    /// the reader is gone, or the chunk passed the size limit (the reader is told).
+    /// the reader is gone, the deadline passed, or the chunk passed the size limit (the
+    /// reader is told).
     pub async fn send(&mut self, chunk: Bytes) -> bool {
         self.sent += chunk.len() as u64;
         if self.sent > MAX_STREAM_BYTES {
             self.fail(StreamError::TooLarge).await;
             return false;
         }
-        self.sender.send(Ok(chunk)).await.is_ok()
+        let sent = tokio::time::timeout_at(self.deadline, self.sender.send(Ok(chunk))).await;
+        matches!(sent, Ok(Ok(())))
     }
 
-    /// Ends the stream with `failure`.
+    /// Ends the stream with `failure`, unless the reader is gone or the deadline passed.
     pub async fn fail(&self, failure: StreamError) {
-        let _ = self.sender.send(Err(failure)).await;
+        let _ = tokio::time::timeout_at(self.deadline, self.sender.send(Err(failure))).await;
     }
 
     /// Resolves when nobody reads the stream any more (the client went away).
@@ -87,6 +99,23 @@ pub trait StreamEnd: Send + Sync {
     fn end(self: Box<Self>, ending: Ending, slot: Option<Slot>);
 }
 
+/// What a stream holds of its function until it ends: told once how it ended.
+struct Holding {
+    end: Box<dyn StreamEnd>,
+    /// The invocation's concurrency slot: the function is busy until its stream ends.
+    slot: Option<Slot>,
+}
+
+type Held = Arc<Mutex<Option<Holding>>>;
+
+/// Gives back what a stream holds, once, however it ended.
+fn release(held: &Held, ending: Ending) {
+    let holding = held.lock().ok().and_then(|mut held| held.take());
+    if let Some(Holding { end, slot }) = holding {
+        end.end(ending, slot);
+    }
+}
+
 /// A streamed result, as the server reads it.
 pub struct ResultStream {
     /// The runtime's content type: `application/vnd.awslambda.http-integration-response` when
@@ -96,33 +125,47 @@ pub struct ResultStream {
     deadline: Pin<Box<Sleep>>,
     /// How it ended, once it has.
     ending: Option<Ending>,
-    end: Option<Box<dyn StreamEnd>>,
-    /// The invocation's concurrency slot: the function is busy until its stream ends.
-    slot: Option<Slot>,
+    held: Held,
+    /// Dropped with the stream, which stops its deadline's watchdog.
+    _dropped: oneshot::Sender<()>,
 }
 
 impl ResultStream {
     /// A stream of `chunks`, cut with [`StreamError::Timeout`] at `deadline`. `end` is told,
-    /// when the stream is dropped, how it ended.
+    /// when the stream is dropped or at the deadline if it is still open then (a client that
+    /// stopped reading never polls it), how it ended.
     pub fn new(
         content_type: Option<String>,
         chunks: mpsc::Receiver<Result<Bytes, StreamError>>,
         deadline: Instant,
         end: Box<dyn StreamEnd>,
     ) -> Self {
+        let held: Held = Arc::new(Mutex::new(Some(Holding { end, slot: None })));
+        let (dropped, stream_gone) = oneshot::channel::<()>();
+        let watched = held.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stream_gone => {}
+                () = tokio::time::sleep_until(deadline) => release(&watched, Ending::Cut),
+            }
+        });
         ResultStream {
             content_type,
             chunks,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             ending: None,
-            end: Some(end),
-            slot: None,
+            held,
+            _dropped: dropped,
         }
     }
 
-    /// Keeps the invocation's slot until the stream is dropped.
+    /// Keeps the invocation's slot until the stream ends.
     pub fn hold(&mut self, slot: Slot) {
-        self.slot = Some(slot);
+        if let Ok(mut held) = self.held.lock()
+            && let Some(holding) = held.as_mut()
+        {
+            holding.slot = Some(slot);
+        }
     }
 
     /// The next chunk; `None` once the runtime has ended the stream.
@@ -150,9 +193,7 @@ impl ResultStream {
 
 impl Drop for ResultStream {
     fn drop(&mut self) {
-        if let Some(end) = self.end.take() {
-            end.end(self.ending.unwrap_or(Ending::Abandoned), self.slot.take());
-        }
+        release(&self.held, self.ending.unwrap_or(Ending::Abandoned));
     }
 }
 
@@ -202,6 +243,25 @@ mod tests {
         assert_eq!(stream.next_chunk().await, None);
         drop(stream);
         assert_eq!(*ended.lock().unwrap(), Some(Ending::Finished));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unread_stream_ends_at_its_deadline_on_both_sides() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let (mut sender, chunks) = ChunkSender::channel(deadline);
+        let ended = Arc::new(Mutex::new(None));
+        let stream = ResultStream::new(None, chunks, deadline, Box::new(Recorded(ended.clone())));
+        // Nobody polls the stream: the writer fills the buffer, then waits, until the deadline.
+        let mut sent = 0;
+        while sender.send(Bytes::from_static(b"x")).await {
+            sent += 1;
+        }
+        assert_eq!(sent, STREAM_BUFFER);
+        assert!(Instant::now() >= deadline);
+        tokio::task::yield_now().await;
+        assert_eq!(*ended.lock().unwrap(), Some(Ending::Cut));
+        drop(stream);
+        assert_eq!(*ended.lock().unwrap(), Some(Ending::Cut), "told once");
     }
 
     #[tokio::test(start_paused = true)]

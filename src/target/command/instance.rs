@@ -155,6 +155,7 @@ impl Instance {
             request_id: request_id.to_owned(),
             event,
             deadline_epoch_ms: ids::epoch_millis(SystemTime::now() + remaining),
+            deadline,
             trace_id: trace_id.to_owned(),
             reply,
         };

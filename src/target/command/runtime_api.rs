@@ -22,6 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::error::json_response;
 use crate::event::MAX_RESULT_BYTES;
@@ -36,6 +37,8 @@ pub struct Invocation {
     pub request_id: String,
     pub event: Bytes,
     pub deadline_epoch_ms: u64,
+    /// The same deadline, for lrp's own waits.
+    pub deadline: Instant,
     pub trace_id: String,
     pub reply: oneshot::Sender<Outcome>,
 }
@@ -68,6 +71,7 @@ pub enum Death {
 /// The invocation the runtime is working on.
 struct Current {
     request_id: String,
+    deadline: Instant,
     /// `None` once the runtime has answered.
     reply: Option<oneshot::Sender<Outcome>>,
 }
@@ -212,6 +216,7 @@ impl RuntimeApi {
         if let Ok(mut current) = self.current.lock() {
             *current = Some(Current {
                 request_id: invocation.request_id.clone(),
+                deadline: invocation.deadline,
                 reply: Some(invocation.reply),
             });
         }
@@ -292,7 +297,9 @@ impl RuntimeApi {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let (sender, chunks) = ChunkSender::channel();
+        // Without such an invocation `settle` refuses the stream below.
+        let deadline = self.deadline_of(request_id).unwrap_or_else(Instant::now);
+        let (sender, chunks) = ChunkSender::channel(deadline);
         let (finished, done) = oneshot::channel();
         let outcome = Outcome::Stream {
             content_type,
@@ -325,6 +332,13 @@ impl RuntimeApi {
             Err(refusal) => refusal.response(),
             Ok(()) => accepted(),
         }
+    }
+
+    /// The deadline of the invocation `request_id`, while the runtime works on it.
+    fn deadline_of(&self, request_id: &str) -> Option<Instant> {
+        let current = self.current.lock().ok()?;
+        let current = current.as_ref()?;
+        (current.request_id == request_id).then_some(current.deadline)
     }
 
     /// Hands the outcome to whoever waits for the invocation `request_id`.
@@ -466,6 +480,7 @@ mod tests {
         let (reply, mut answered) = oneshot::channel();
         *api.current.lock().unwrap() = Some(Current {
             request_id: "a".into(),
+            deadline: Instant::now(),
             reply: Some(reply),
         });
         assert_eq!(api.settle("b", outcome()), Err(Refusal::UnknownRequestId));
