@@ -6,21 +6,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Lrp, eventually, example_binary, send, tool};
+use common::{Lrp, eventually, example_binary, python_rule, send};
 use serde_json::{Value, json};
 
 fn peers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-/// A rule running tests/peers/python_function.py on awslambdaric.
-fn python_rule(hostname: &str, handler: &str, extra: &str) -> String {
-    format!(
-        "  - hostname: {hostname}\n    command: [{:?}, \"-m\", \"awslambdaric\", \"python_function.{handler}\"]\n    \
-         working_dir: {:?}\n{extra}",
-        tool("python").display().to_string(),
-        peers().display().to_string(),
-    )
 }
 
 fn bash_rule(hostname: &str, extra: &str) -> String {
@@ -45,7 +35,7 @@ async fn awslambdaric_gets_events_and_the_environment_lambda_gives() {
     let lrp = Lrp::start(&format!(
         "region: us-west-2\nlocal:\n{}",
         python_rule(
-            "hello.test",
+            "hostname: hello.test",
             "handler",
             "    env: {GREETING: hi, AWS_LAMBDA_FUNCTION_MEMORY_SIZE: 512}\n    handler: python_function.handler\n    timeout: 7s\n",
         )
@@ -100,7 +90,7 @@ async fn awslambdaric_gets_events_and_the_environment_lambda_gives() {
 async fn handler_errors_are_500_and_the_instance_stays() {
     let lrp = Lrp::start(&format!(
         "local:\n{}",
-        python_rule("py.test", "handler", "")
+        python_rule("hostname: py.test", "handler", "")
     ));
     let first = pid_of(&send(lrp.request("GET", "py.test", "/"), "").await);
     let reply = send(lrp.request("GET", "py.test", "/error"), "").await;
@@ -116,7 +106,7 @@ async fn handler_errors_are_500_and_the_instance_stays() {
 async fn a_timed_out_instance_is_killed_reaped_and_replaced() {
     let lrp = Lrp::start(&format!(
         "local:\n{}",
-        python_rule("slow.test", "handler", "    timeout: 1s\n")
+        python_rule("hostname: slow.test", "handler", "    timeout: 1s\n")
     ));
     let first = pid_of(&send(lrp.request("GET", "slow.test", "/"), "").await);
     let reply = send(lrp.request("GET", "slow.test", "/sleep/5000"), "").await;
@@ -137,7 +127,7 @@ async fn a_timed_out_instance_is_killed_reaped_and_replaced() {
 async fn a_crash_mid_invocation_is_a_runtime_exit_error_and_replaced() {
     let lrp = Lrp::start(&format!(
         "local:\n{}",
-        python_rule("crash.test", "handler", "")
+        python_rule("hostname: crash.test", "handler", "")
     ));
     let first = pid_of(&send(lrp.request("GET", "crash.test", "/"), "").await);
     let reply = send(lrp.request("GET", "crash.test", "/exit"), "").await;
@@ -158,7 +148,7 @@ async fn a_crash_mid_invocation_is_a_runtime_exit_error_and_replaced() {
 async fn concurrency_n_runs_n_instances_in_parallel() {
     let lrp = Lrp::start(&format!(
         "local:\n{}",
-        python_rule("wide.test", "handler", "    concurrency: 3\n")
+        python_rule("hostname: wide.test", "handler", "    concurrency: 3\n")
     ));
     // Start three instances, then time three slow invocations on them.
     let warm = (0..3).map(|_| send(lrp.request("GET", "wide.test", "/sleep/300"), ""));
@@ -286,7 +276,7 @@ async fn a_timeout_kills_the_whole_process_group() {
 async fn an_init_error_is_reported_and_not_retried_in_a_hot_loop() {
     let lrp = Lrp::start(&format!(
         "local:\n{}",
-        python_rule("init.test", "no_such_handler", "")
+        python_rule("hostname: init.test", "no_such_handler", "")
     ));
     let reply = send(lrp.request("GET", "init.test", "/"), "").await;
     assert_eq!(reply.status, 500, "{}", lrp.logs());
@@ -344,7 +334,7 @@ async fn a_missing_program_is_a_clear_500() {
 async fn sigterm_stops_every_instance_and_leaves_no_process() {
     let mut lrp = Lrp::start(&format!(
         "local:\n{}",
-        python_rule("stop.test", "handler", "    concurrency: 2\n")
+        python_rule("hostname: stop.test", "handler", "    concurrency: 2\n")
     ));
     let replies = futures::future::join_all(
         (0..2).map(|_| send(lrp.request("GET", "stop.test", "/sleep/300"), "")),
@@ -446,7 +436,11 @@ async fn the_readme_quick_start_answers_from_both_example_functions() {
 async fn idle_instances_are_stopped_after_idle_timeout_and_started_again_on_demand() {
     let lrp = Lrp::start(&format!(
         "local:\n{}",
-        python_rule("idle.test", "handler", "    idle_timeout: 300ms\n")
+        python_rule(
+            "hostname: idle.test",
+            "handler",
+            "    idle_timeout: 300ms\n"
+        )
     ));
     let first = pid_of(&send(lrp.request("GET", "idle.test", "/"), "").await);
     lrp.expect_log("stopping instances idle for").await;

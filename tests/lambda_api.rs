@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use aws_sdk_lambda::config::{BehaviorVersion, Region};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
-use common::{Emulator, Lrp, Moto, tool};
+use common::{Emulator, Lrp, Moto, python_rule, tool};
 use serde_json::{Value, json};
 
 /// lrp with `rules` and the Invoke API on a port of its own; returns it and the API's URL.
@@ -47,25 +46,13 @@ fn sdk(endpoint: &str) -> aws_sdk_lambda::Client {
     aws_sdk_lambda::Client::from_conf(config)
 }
 
-fn python_rule(name: &str, handler: &str) -> String {
-    format!(
-        "  - hostname: {name}.test\n    command: [{:?}, \"-m\", \"awslambdaric\", \"python_function.{handler}\"]\n    \
-         working_dir: {:?}\n",
-        tool("python").display().to_string(),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/peers")
-            .display()
-            .to_string(),
-    )
-}
-
 #[tokio::test]
 async fn the_rust_sdk_invokes_a_command_rule_by_name() {
     let (lrp, api) = start(
         &format!(
             "local:\n{}{}",
-            python_rule("echo", "echo_event"),
-            python_rule("hello", "handler")
+            python_rule("hostname: echo.test", "echo_event", ""),
+            python_rule("hostname: hello.test", "handler", "")
         ),
         vec![],
     );
@@ -213,7 +200,7 @@ async fn boto3_invokes_endpoint_aws_and_command_rules() {
             "region: us-east-1\nlocal:\n  - hostname: orders.test\n    endpoint: {}\n{}\
              aws:\n  - hostname: remote.test\n    function_name: remote\n",
             emulator.endpoint(),
-            python_rule("hello", "handler"),
+            python_rule("hostname: hello.test", "handler", ""),
         ),
         moto.lrp_env(),
     );

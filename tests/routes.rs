@@ -5,21 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{Lrp, send, tool};
+use common::{Lrp, python_rule, send};
 use serde_json::Value;
 
 fn echo_rule(route: &str, event: &str) -> String {
-    format!(
-        "  - {route}\n    command: [{:?}, \"-m\", \"awslambdaric\", \"python_function.echo_event\"]\n    \
-         working_dir: {:?}\n    event: {event}\n",
-        tool("python").display().to_string(),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/peers")
-            .display()
-            .to_string(),
-    )
+    python_rule(route, "echo_event", &format!("    event: {event}\n"))
 }
 
 #[tokio::test]

@@ -36,6 +36,20 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
+/// A rule taking `route` (such as `hostname: a.test`) to tests/peers/python_function.py's
+/// `handler` on awslambdaric, with `extra` rule keys.
+pub fn python_rule(route: &str, handler: &str, extra: &str) -> String {
+    format!(
+        "  - {route}\n    command: [{:?}, \"-m\", \"awslambdaric\", \"python_function.{handler}\"]\n    \
+         working_dir: {:?}\n{extra}",
+        tool("python").display().to_string(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/peers")
+            .display()
+            .to_string(),
+    )
+}
+
 /// A binary built by `cargo test` next to lrp: target/<profile>/examples/<name>.
 pub fn example_binary(name: &str) -> PathBuf {
     let lrp = Path::new(env!("CARGO_BIN_EXE_lrp"));
