@@ -1,6 +1,7 @@
 //! lrp: a reverse proxy that turns plain HTTP into API Gateway-shaped Lambda invocations,
 //! routed by the request's Host.
 
+pub mod access_log;
 pub mod config;
 pub mod error;
 pub mod event;

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lrp::config::Config;
-use lrp::server::Server;
-use tokio::net::TcpListener;
+use lrp::server::{Server, listen};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -68,6 +67,7 @@ fn main() -> std::process::ExitCode {
 
 /// One line per event on stderr, written by the thread that logs it. (A background writer
 /// thread was measured with bench/run and cost more CPU per request: a wake-up per line.)
+/// Request lines take a shorter way in the same layout: see `lrp::access_log`.
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -78,6 +78,10 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    lrp::access_log::init(match format {
+        LogFormat::Text => lrp::access_log::Style::Text,
+        LogFormat::Json => lrp::access_log::Style::Json,
+    });
 }
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -101,30 +105,51 @@ async fn healthcheck(path: Option<&Path>, timeout: std::time::Duration) -> anyho
         .map_err(|e| anyhow::anyhow!("unhealthy: {e}"))
 }
 
-#[tokio::main]
-async fn run(path: Option<&Path>) -> anyhow::Result<()> {
+/// Binds the sockets, then serves on one single-threaded runtime per core: this thread's runs
+/// the first worker and everything that is not a connection (signals, reloads, the functions'
+/// processes it starts).
+fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load(path)?;
     if path.is_none() {
         tracing::warn!("no configuration file given: serving internal routes only");
     }
+    let workers = listen::worker_count();
+    let http = listen::bind(&config.host, config.port, workers)
+        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+    let lambda_api = match config.lambda_api_port {
+        Some(port) => listen::bind(&config.host, port, workers)
+            .with_context(|| format!("cannot listen on {}:{port}", config.host))?,
+        None => Vec::new(),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(path, config, http, lambda_api))
+}
+
+async fn serve(
+    path: Option<&Path>,
+    config: Config,
+    http: Vec<std::net::TcpListener>,
+    lambda_api: Vec<std::net::TcpListener>,
+) -> anyhow::Result<()> {
     // Registered before serving: SIGHUP's default action would end the process.
     let hangups = signal(SignalKind::hangup())?;
-    let listener = TcpListener::bind((config.host.as_str(), config.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, rules = config.rules.len(), "listening on {address}");
-    let lambda_api = match config.lambda_api_port {
-        Some(port) => {
-            let listener = TcpListener::bind((config.host.as_str(), port))
-                .await
-                .with_context(|| format!("cannot listen on {}:{port}", config.host))?;
-            let address = listener.local_addr()?;
-            tracing::info!(%address, "Lambda Invoke API listening on {address}");
-            Some(listener)
-        }
-        None => None,
-    };
+    if let Some(address) = http
+        .first()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?
+    {
+        let workers = http.len();
+        tracing::info!(%address, rules = config.rules.len(), workers, "listening on {address}");
+    }
+    if let Some(address) = lambda_api
+        .first()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?
+    {
+        tracing::info!(%address, "Lambda Invoke API listening on {address}");
+    }
     let server = Server::new(&config).await;
     tokio::spawn(reload_on_hangup(
         hangups,
@@ -132,9 +157,7 @@ async fn run(path: Option<&Path>) -> anyhow::Result<()> {
         path.map(Path::to_path_buf),
         config,
     ));
-    server
-        .serve(listener, lambda_api, shutdown_signal()?)
-        .await?;
+    server.serve(http, lambda_api, shutdown_signal()?).await?;
     tracing::info!("stopped");
     Ok(())
 }

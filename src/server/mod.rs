@@ -4,6 +4,7 @@
 
 mod body;
 mod lambda_api;
+pub mod listen;
 mod pipeline;
 
 use std::collections::HashMap;
@@ -215,24 +216,47 @@ impl Server {
         });
     }
 
-    /// Serves until `shutdown` resolves: HTTP on `listener`, and the Lambda Invoke API on
-    /// `lambda_api` if given. From then on `/healthz` answers 503; lrp keeps accepting for
-    /// the configured `shutdown_delay` (so load balancers see it), then stops accepting, asks
-    /// every connection to finish (HTTP/1.1 after its current response, HTTP/2 with GOAWAY),
-    /// waits up to 30 s for them, and stops the functions it runs.
+    /// Serves until `shutdown` resolves: HTTP on `http`, and the Lambda Invoke API on
+    /// `lambda_api` if it has sockets. Each worker thread takes one socket of each (see
+    /// [`listen`]) and serves its connections on a single-threaded runtime of its own; this
+    /// thread is the first worker. From the shutdown on `/healthz` answers 503; lrp keeps
+    /// accepting for the configured `shutdown_delay` (so load balancers see it), then stops
+    /// accepting, asks every connection to finish (HTTP/1.1 after its current response,
+    /// HTTP/2 with GOAWAY), waits up to 30 s for them, and stops the functions it runs.
     pub async fn serve(
         &self,
-        listener: TcpListener,
-        lambda_api: Option<TcpListener>,
+        http: Vec<std::net::TcpListener>,
+        lambda_api: Vec<std::net::TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let max_connections = self.state.max_connections;
-        let shared = Accepting {
+        let shared = Arc::new(Accepting {
             builder: Arc::new(connection_builder()),
             connections: Arc::new(Semaphore::new(max_connections)),
             stop_accepting: watch::channel(false),
             stop_connections: watch::channel(false),
-        };
+        });
+        let mut lambda_api = lambda_api.into_iter();
+        let mut sockets = http.into_iter().map(|http| (http, lambda_api.next()));
+        let (first_http, first_api) = sockets.next().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no socket to serve on")
+        })?;
+        // The other workers run until the functions have stopped: their runtimes drive
+        // connections, and tasks of the functions' instances they started.
+        let (functions_stopped, stopped) = watch::channel(false);
+        let mut workers = Vec::new();
+        for (index, (http, api)) in sockets.enumerate() {
+            let (server, shared, stopped) = (self.clone(), shared.clone(), stopped.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("lrp-worker-{}", index + 1))
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(server.work(http, api, &shared, stopped))
+                })?;
+            workers.push(worker);
+        }
         let signal = async {
             shutdown.await;
             self.state.draining.store(true, Ordering::Release);
@@ -241,14 +265,7 @@ impl Server {
             tokio::time::sleep(delay).await;
             let _ = shared.stop_accepting.0.send(true);
         };
-        let api = async {
-            match lambda_api {
-                Some(listener) => self.accept(listener, Service::LambdaApi, &shared).await,
-                None => Ok(()),
-            }
-        };
-        let (_, http, api) =
-            tokio::join!(signal, self.accept(listener, Service::Http, &shared), api);
+        let (_, accepted) = tokio::join!(signal, self.accept_all(first_http, first_api, &shared));
         info!("draining in-flight requests");
         let _ = shared.stop_connections.0.send(true);
         let all_closed = shared.connections.acquire_many(max_connections as u32);
@@ -259,6 +276,54 @@ impl Server {
             error!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
         }
         self.state.proxy.load().shutdown().await;
+        let _ = functions_stopped.send(true);
+        let mut outcome = accepted;
+        for worker in workers {
+            let ended = tokio::task::spawn_blocking(move || worker.join()).await;
+            let worker_outcome = match ended {
+                Ok(Ok(worker_outcome)) => worker_outcome,
+                _ => Err(std::io::Error::other("a worker thread panicked")),
+            };
+            outcome = outcome.and(worker_outcome);
+        }
+        outcome
+    }
+
+    /// One worker thread's share: accepts on its sockets until told to stop, then keeps its
+    /// runtime going until the functions have stopped.
+    async fn work(
+        self,
+        http: std::net::TcpListener,
+        lambda_api: Option<std::net::TcpListener>,
+        shared: &Accepting,
+        mut functions_stopped: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let accepted = self.accept_all(http, lambda_api, shared).await;
+        let _ = functions_stopped.wait_for(|stopped| *stopped).await;
+        accepted
+    }
+
+    /// Accepts on one worker's sockets until told to stop.
+    async fn accept_all(
+        &self,
+        http: std::net::TcpListener,
+        lambda_api: Option<std::net::TcpListener>,
+        shared: &Accepting,
+    ) -> std::io::Result<()> {
+        let api = async {
+            match lambda_api {
+                Some(listener) => {
+                    self.accept(TcpListener::from_std(listener)?, Service::LambdaApi, shared)
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        let http = async {
+            self.accept(TcpListener::from_std(http)?, Service::Http, shared)
+                .await
+        };
+        let (http, api) = tokio::join!(http, api);
         http.and(api)
     }
 

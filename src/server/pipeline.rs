@@ -17,6 +17,7 @@ use tracing::{Level, debug};
 
 use super::body::{self, ResponseBody};
 use super::{Proxy, Route, State};
+use crate::access_log;
 use crate::error::ProxyError;
 use crate::event::{FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
@@ -92,31 +93,31 @@ pub(super) async fn handle(
         Some(route) => route.metrics.finished(status, took, served_by.name()),
         None => state.metrics.unrouted(status),
     }
-    let host_text = host.as_ref().map_or("-", Host::as_str);
-    let rule = route.map_or("-", |r| r.name.as_str());
-    // Whole microseconds: a short number in either log format.
-    let duration_ms = took.as_micros() as f64 / 1000.0;
-    macro_rules! log_request {
-        ($level:expr, $($error:tt)*) => {
-            // Display, not Debug, for text HTTP already restricts to visible ASCII: cheaper.
-            tracing::event!($level, method = %parts.method, host = %host_text,
-                path = %parts.uri.path(), status = status.as_u16(), rule = %rule, duration_ms,
-                served_by = served_by.name(), request_id = %request_id, $($error)* "request")
-        };
-    }
+    let mut entry = access_log::Entry {
+        method: parts.method.as_str(),
+        host: host.as_ref().map_or("-", Host::as_str),
+        path: parts.uri.path(),
+        status: status.as_u16(),
+        rule: route.map_or("-", |r| r.name.as_str()),
+        took,
+        served_by: served_by.name(),
+        request_id: &request_id,
+        error: None,
+    };
     let response = match outcome {
         Ok(response) => {
-            log_request!(Level::INFO,);
+            entry.log(Level::INFO);
             response
         }
         Err(error) => {
-            let (kind, cause) = (error.kind(), &error);
+            let kind = error.kind();
             state.metrics.error(kind);
-            if status.is_server_error() {
-                log_request!(Level::WARN, error = kind, cause = %cause,);
+            entry.error = Some((kind, &error));
+            entry.log(if status.is_server_error() {
+                Level::WARN
             } else {
-                log_request!(Level::INFO, error = kind, cause = %cause,);
-            }
+                Level::INFO
+            });
             error.to_response(door).map(ResponseBody::whole)
         }
     };

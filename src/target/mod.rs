@@ -207,14 +207,12 @@ impl Admitted<'_> {
     }
 }
 
-/// Builds targets from rules, sharing what rules may share: one HTTP client for every local
-/// endpoint, one [`Limiter`] per endpoint however many hostnames point at it, and one AWS
+/// Builds targets from rules, sharing what rules may share: one [`Limiter`] per endpoint however many hostnames point at it, and one AWS
 /// client per region. It lives as long as the server, so a reload keeps them: an invocation
 /// still running on the old rule table holds a slot of the same limiter the new table uses
 /// (a reload that changes the limits changes them in place), and an RIE never sees more
 /// invocations at once than its `concurrency`.
 pub struct TargetFactory {
-    rie_client: rie::RieClient,
     rie_limiters: HashMap<String, Arc<Limiter>>,
     /// Loaded with the first `aws:` rule (a file without one does no AWS SDK work at all),
     /// for the file `region` it was loaded with.
@@ -224,7 +222,6 @@ pub struct TargetFactory {
 impl TargetFactory {
     pub fn new() -> Self {
         TargetFactory {
-            rie_client: rie::client(),
             rie_limiters: HashMap::new(),
             aws: None,
         }
@@ -251,7 +248,6 @@ impl TargetFactory {
                     limiter.set_limits(rie.concurrency, rie.max_queue);
                 }
                 Target::Rie(Box::new(rie::RieTarget::new(
-                    self.rie_client.clone(),
                     rie.invoke_uri.clone(),
                     limiter.clone(),
                 )))

@@ -16,12 +16,19 @@ use super::admission::{Limiter, Ticket};
 use super::{ErrorObject, TargetError, excerpt};
 use crate::event::MAX_RESULT_BYTES;
 
-/// One pooled keep-alive client, shared by every local target.
-pub type RieClient = Client<HttpConnector, Full<Bytes>>;
+/// A pooled keep-alive client for every local endpoint.
+type RieClient = Client<HttpConnector, Full<Bytes>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn client() -> RieClient {
+thread_local! {
+    /// One client per worker thread: its connections are driven by the worker's own runtime,
+    /// so a request never waits on another thread to move its bytes, and the pool is never
+    /// contended.
+    static CLIENT: RieClient = client();
+}
+
+fn client() -> RieClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     connector.set_nodelay(true);
@@ -31,7 +38,6 @@ pub fn client() -> RieClient {
 }
 
 pub struct RieTarget {
-    client: RieClient,
     invoke_uri: Uri,
     /// In-flight invocations allowed at the endpoint (RIE itself serves one at a time),
     /// shared by every rule that names it.
@@ -39,9 +45,8 @@ pub struct RieTarget {
 }
 
 impl RieTarget {
-    pub fn new(client: RieClient, invoke_uri: Uri, limiter: Arc<Limiter>) -> Self {
+    pub fn new(invoke_uri: Uri, limiter: Arc<Limiter>) -> Self {
         RieTarget {
-            client,
             invoke_uri,
             limiter,
         }
@@ -61,7 +66,7 @@ impl RieTarget {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(event))
             .map_err(|e| TargetError::Transport(e.to_string()))?;
-        let client = self.client.clone();
+        let client = CLIENT.with(RieClient::clone);
         ticket
             .run(deadline, |slot| async move {
                 let _slot = slot;

@@ -1,0 +1,353 @@
+//! The access log: one line per HTTP request, the only log output on the hot path.
+//!
+//! The line has the fields and the layout `tracing-subscriber`'s `fmt` layer gives an event
+//! (text or JSON, whichever the rest of the log uses), and obeys `RUST_LOG` for the target
+//! [`TARGET`] as such an event would. It is written without that layer's formatting pass: no
+//! field visitor, no `fmt::Write` per field, the time formatted once per second per thread,
+//! into a buffer each thread reuses, and sent with one `write` as tracing sends its lines.
+
+use std::cell::RefCell;
+use std::fmt::Display;
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::Level;
+
+/// The target the lines are filtered by (`RUST_LOG=lrp::access=warn` keeps only failures).
+pub const TARGET: &str = "lrp::access";
+
+/// How log lines look, set once at startup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Text,
+    Json,
+}
+
+static STYLE: OnceLock<Style> = OnceLock::new();
+
+/// Chooses the layout of access lines; the first call wins. Without a call, lines are text.
+pub fn init(style: Style) {
+    let _ = STYLE.set(style);
+}
+
+/// One request, as it is logged.
+pub struct Entry<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub rule: &'a str,
+    pub took: Duration,
+    pub served_by: &'a str,
+    pub request_id: &'a str,
+    /// When lrp answered for the function: the error's kind and its cause.
+    pub error: Option<(&'a str, &'a dyn Display)>,
+}
+
+impl Entry<'_> {
+    /// Writes the line at `level` (INFO or WARN), if `RUST_LOG` lets that level through.
+    pub fn log(&self, level: Level) {
+        let enabled = if level == Level::WARN {
+            tracing::enabled!(target: TARGET, Level::WARN)
+        } else {
+            tracing::enabled!(target: TARGET, Level::INFO)
+        };
+        if !enabled {
+            return;
+        }
+        let style = STYLE.get().copied().unwrap_or(Style::Text);
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            self.format(style, level, SystemTime::now(), line);
+            write_to_stderr(&line.buffer);
+        });
+    }
+
+    fn format(&self, style: Style, level: Level, now: SystemTime, line: &mut Line) {
+        match style {
+            Style::Text => self.text(level, now, line),
+            Style::Json => self.json(level, now, line),
+        }
+    }
+
+    /// `2026-11-30T18:11:18.123456Z  INFO lrp::access: request method=GET host=… …`: text
+    /// values as tracing prints `%value`, and `served_by` and `error` as it prints `&str`.
+    fn text(&self, level: Level, now: SystemTime, line: &mut Line) {
+        line.timestamp(now);
+        let level = if level == Level::WARN {
+            "  WARN "
+        } else {
+            "  INFO "
+        };
+        line.push(level);
+        line.push(TARGET);
+        line.push(": request method=");
+        line.push(self.method);
+        line.push(" host=");
+        line.push(self.host);
+        line.push(" path=");
+        line.push(self.path);
+        line.push(" status=");
+        line.number(u64::from(self.status));
+        line.push(" rule=");
+        line.push(self.rule);
+        line.push(" duration_ms=");
+        line.millis(self.took);
+        line.push(" served_by=\"");
+        line.push(self.served_by);
+        line.push("\" request_id=");
+        line.push(self.request_id);
+        if let Some((kind, cause)) = self.error {
+            line.push(" error=\"");
+            line.push(kind);
+            line.push("\" cause=");
+            let _ = write!(line.buffer, "{cause}");
+        }
+        line.push("\n");
+    }
+
+    /// One object per line, as `tracing-subscriber`'s JSON layer flattens an event.
+    fn json(&self, level: Level, now: SystemTime, line: &mut Line) {
+        line.push("{\"timestamp\":\"");
+        line.timestamp(now);
+        line.push(if level == Level::WARN {
+            "\",\"level\":\"WARN\""
+        } else {
+            "\",\"level\":\"INFO\""
+        });
+        line.push(",\"message\":\"request\",\"method\":");
+        line.json_string(self.method);
+        line.push(",\"host\":");
+        line.json_string(self.host);
+        line.push(",\"path\":");
+        line.json_string(self.path);
+        line.push(",\"status\":");
+        line.number(u64::from(self.status));
+        line.push(",\"rule\":");
+        line.json_string(self.rule);
+        line.push(",\"duration_ms\":");
+        line.millis(self.took);
+        line.push(",\"served_by\":");
+        line.json_string(self.served_by);
+        line.push(",\"request_id\":");
+        line.json_string(self.request_id);
+        if let Some((kind, cause)) = self.error {
+            line.push(",\"error\":");
+            line.json_string(kind);
+            line.push(",\"cause\":");
+            let _ = serde_json::to_writer(&mut line.buffer, &DisplayString(cause));
+        }
+        line.push(",\"target\":\"");
+        line.push(TARGET);
+        line.push("\"}\n");
+    }
+}
+
+/// Writes `bytes` to standard error without `std::io::Stderr`'s lock, which two workers
+/// logging at once contend for (a futex wait each time). A line goes out in one `write`, which
+/// is what keeps lines whole. As with tracing's writer, a line that cannot be written is lost.
+fn write_to_stderr(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe `bytes`, which outlives the call; fd 2 is
+        // only written to, never closed or reopened by lrp.
+        let written =
+            unsafe { libc::write(libc::STDERR_FILENO, bytes.as_ptr().cast(), bytes.len()) };
+        match usize::try_from(written) {
+            Ok(0) => return,
+            Ok(written) => bytes = &bytes[written.min(bytes.len())..],
+            Err(_) if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+thread_local! {
+    static LINE: RefCell<Line> = RefCell::new(Line::default());
+}
+
+/// A thread's line buffer, and the text of the second it last formatted.
+#[derive(Default)]
+struct Line {
+    buffer: Vec<u8>,
+    second: Option<(u64, [u8; SECOND_LEN])>,
+}
+
+/// `2026-11-30T18:11:18`
+const SECOND_LEN: usize = 19;
+
+impl Line {
+    fn clear(&mut self) {
+        self.buffer.clear();
+    }
+
+    fn push(&mut self, text: &str) {
+        self.buffer.extend_from_slice(text.as_bytes());
+    }
+
+    fn number(&mut self, n: u64) {
+        self.push(itoa::Buffer::new().format(n));
+    }
+
+    /// Milliseconds with three decimals (whole microseconds).
+    fn millis(&mut self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.number(micros / 1000);
+        self.fraction(micros % 1000, 3);
+    }
+
+    /// `.` and the last `digits` digits of `value`, zero-padded.
+    fn fraction(&mut self, value: u64, digits: u32) {
+        self.buffer.push(b'.');
+        for place in (0..digits).rev() {
+            let digit = value / 10u64.pow(place) % 10;
+            self.buffer.push(b'0' + digit as u8);
+        }
+    }
+
+    /// RFC 3339 in UTC with microseconds, as tracing-subscriber prints it.
+    fn timestamp(&mut self, now: SystemTime) {
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = since_epoch.as_secs();
+        let text = match self.second {
+            Some((cached, text)) if cached == second => text,
+            _ => {
+                let text = format_second(second);
+                self.second = Some((second, text));
+                text
+            }
+        };
+        self.buffer.extend_from_slice(&text);
+        self.fraction(u64::from(since_epoch.subsec_micros()), 6);
+        self.push("Z");
+    }
+
+    fn json_string(&mut self, text: &str) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.buffer, text);
+    }
+}
+
+fn format_second(second: u64) -> [u8; SECOND_LEN] {
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let mut text = [b'0'; SECOND_LEN];
+    let at = i64::try_from(second)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
+    if let Some(formatted) = at.and_then(|at| at.format(format).ok())
+        && formatted.len() == SECOND_LEN
+    {
+        text.copy_from_slice(formatted.as_bytes());
+    }
+    text
+}
+
+/// A `Display` value as a JSON string.
+struct DisplayString<'a>(&'a dyn Display);
+
+impl serde::Serialize for DisplayString<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(error: Option<(&'static str, &'static dyn Display)>) -> Entry<'static> {
+        Entry {
+            method: "GET",
+            host: "a.local",
+            path: "/x\"y",
+            status: 502,
+            rule: "a.local",
+            took: Duration::from_micros(12_345),
+            served_by: "local",
+            request_id: "QQCtFipSIAMEPNQ=",
+            error,
+        }
+    }
+
+    fn formatted(entry: &Entry<'_>, style: Style, level: Level, at: SystemTime) -> String {
+        let mut line = Line::default();
+        entry.format(style, level, at, &mut line);
+        String::from_utf8(line.buffer).unwrap()
+    }
+
+    const AT_MICROS: u64 = 1_584_039_838_000_042;
+
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(AT_MICROS)
+    }
+
+    #[test]
+    fn text_lines_are_laid_out_as_tracing_lays_out_an_event() {
+        let line = formatted(&entry(None), Style::Text, Level::INFO, at());
+        assert_eq!(
+            line,
+            "2020-03-12T19:03:58.000042Z  INFO lrp::access: request method=GET host=a.local \
+             path=/x\"y status=502 rule=a.local duration_ms=12.345 served_by=\"local\" \
+             request_id=QQCtFipSIAMEPNQ=\n"
+        );
+        let cause: &dyn Display = &"the function failed: E: boom";
+        let line = formatted(
+            &entry(Some(("function-error", cause))),
+            Style::Text,
+            Level::WARN,
+            at(),
+        );
+        assert!(line.contains(" WARN lrp::access: request "), "{line}");
+        assert!(
+            line.ends_with(" error=\"function-error\" cause=the function failed: E: boom\n"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_lines_are_objects_with_every_field() {
+        let cause: &dyn Display = &"a \"quoted\"\nline";
+        let line = formatted(
+            &entry(Some(("function-error", cause))),
+            Style::Json,
+            Level::WARN,
+            at(),
+        );
+        assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(record["timestamp"], "2020-03-12T19:03:58.000042Z");
+        assert_eq!(record["level"], "WARN");
+        assert_eq!(record["message"], "request");
+        assert_eq!(record["target"], TARGET);
+        assert_eq!(record["path"], "/x\"y");
+        assert_eq!(record["status"], 502);
+        assert_eq!(record["duration_ms"], 12.345);
+        assert_eq!(record["served_by"], "local");
+        assert_eq!(record["request_id"], "QQCtFipSIAMEPNQ=");
+        assert_eq!(record["error"], "function-error");
+        assert_eq!(record["cause"], "a \"quoted\"\nline");
+    }
+
+    #[test]
+    fn the_second_is_formatted_once_and_the_fraction_always() {
+        let mut line = Line::default();
+        line.timestamp(at());
+        line.timestamp(at() + Duration::from_micros(5));
+        line.timestamp(at() + Duration::from_secs(1));
+        assert_eq!(
+            String::from_utf8(line.buffer).unwrap(),
+            "2020-03-12T19:03:58.000042Z2020-03-12T19:03:58.000047Z2020-03-12T19:03:59.000042Z"
+        );
+        assert_eq!(line.second.map(|(s, _)| s), Some(AT_MICROS / 1_000_000 + 1));
+    }
+
+    #[test]
+    fn durations_keep_whole_microseconds() {
+        let mut line = Line::default();
+        line.millis(Duration::from_nanos(1_999));
+        line.push(" ");
+        line.millis(Duration::from_secs(3));
+        assert_eq!(String::from_utf8(line.buffer).unwrap(), "0.001 3000.000");
+    }
+}
