@@ -154,9 +154,8 @@ pub fn from_result(payload: Bytes, multi_value: bool) -> Result<Response<Bytes>,
     }
     let decode: Option<bool> =
         super::optional(fields.get("isBase64Encoded").copied(), "isBase64Encoded")?;
-    let body: Option<Cow<str>> =
-        super::optional(fields.get("body").copied(), "body must be a string")?;
-    *response.body_mut() = result_body(&payload, body, decode == Some(true))?;
+    *response.body_mut() =
+        result_body(&payload, fields.get("body").copied(), decode == Some(true))?;
     Ok(response)
 }
 

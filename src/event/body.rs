@@ -11,7 +11,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde::{Serialize, Serializer};
 
+use serde_json::value::RawValue;
+
 use super::EventError;
+use super::headers::JsonText;
 
 /// Media types HTTP API, function URLs and ALB send as text; everything else, a missing
 /// Content-Type included, is base64 (measured on AWS for HTTP API and function URLs; the ALB
@@ -116,22 +119,36 @@ pub fn first_accept_is_binary(accept: &str, binary_types: &[String]) -> bool {
     !first.trim().is_empty() && matches_any(first, binary_types)
 }
 
-/// A result's `body` as the bytes to send: decoded from base64 when `decode`, else as is.
+/// A result's `body` field as the bytes to send: decoded from base64 when `decode`, else the
+/// text itself, which is a slice of the payload when it has no JSON escapes (no copy).
 pub fn result_body(
     payload: &Bytes,
-    body: Option<Cow<'_, str>>,
+    raw: Option<&RawValue>,
     decode: bool,
 ) -> Result<Bytes, EventError> {
-    Ok(match body {
-        None => Bytes::new(),
-        Some(body) if decode => BASE64_LENIENT
+    let body: Option<JsonText> = super::optional(raw, "body must be a string")?;
+    let Some(JsonText(body)) = body else {
+        return Ok(Bytes::new());
+    };
+    if decode {
+        return BASE64_LENIENT
             .decode(body.as_bytes())
             .map(Bytes::from)
-            .map_err(|e| EventError::Malformed(format!("body is not valid base64: {e}")))?,
-        // Borrowed text is a slice of the payload: no copy.
-        Some(Cow::Borrowed(text)) => payload.slice_ref(text.as_bytes()),
-        Some(Cow::Owned(text)) => Bytes::from(text),
+            .map_err(|e| EventError::Malformed(format!("body is not valid base64: {e}")));
+    }
+    Ok(match body {
+        Cow::Borrowed(text) if within(payload, text.as_bytes()) => {
+            payload.slice_ref(text.as_bytes())
+        }
+        Cow::Borrowed(text) => Bytes::copy_from_slice(text.as_bytes()),
+        Cow::Owned(text) => Bytes::from(text),
     })
+}
+
+/// Whether `part` lies inside `whole`'s memory (so that `Bytes::slice_ref` takes it).
+fn within(whole: &[u8], part: &[u8]) -> bool {
+    let (whole, part) = (whole.as_ptr_range(), part.as_ptr_range());
+    whole.start <= part.start && part.end <= whole.end
 }
 
 impl Serialize for EventBody<'_> {
@@ -270,22 +287,35 @@ mod tests {
         assert!(!first_accept_is_binary("", &["*/*".to_owned()]));
     }
 
+    fn body_of(payload: &Bytes, decode: bool) -> Result<Bytes, EventError> {
+        let raw: &RawValue = serde_json::from_slice(payload).unwrap();
+        result_body(payload, Some(raw), decode)
+    }
+
     #[test]
     fn result_bodies_decode_padded_and_unpadded_base64() {
-        let payload = Bytes::from_static(b"aGk=");
+        let padded = Bytes::from_static(br#""aGk=""#);
+        assert_eq!(body_of(&padded, true).unwrap(), "hi");
         assert_eq!(
-            result_body(&payload, Some("aGk=".into()), true).unwrap(),
+            body_of(&Bytes::from_static(br#""aGk""#), true).unwrap(),
             "hi"
         );
-        assert_eq!(
-            result_body(&payload, Some("aGk".into()), true).unwrap(),
-            "hi"
-        );
-        assert_eq!(
-            result_body(&payload, Some("aGk=".into()), false).unwrap(),
-            "aGk="
-        );
-        assert!(result_body(&payload, Some("!!".into()), true).is_err());
+        assert_eq!(body_of(&padded, false).unwrap(), "aGk=");
+        assert!(body_of(&Bytes::from_static(br#""!!""#), true).is_err());
+        assert!(body_of(&Bytes::from_static(b"12"), false).is_err());
+        assert_eq!(body_of(&Bytes::from_static(b"null"), false).unwrap(), "");
+    }
+
+    #[test]
+    fn a_text_body_is_a_slice_of_the_result_unless_it_has_escapes() {
+        let payload = Bytes::from(br#""hello from the function""#.to_vec());
+        let body = body_of(&payload, false).unwrap();
+        assert_eq!(body, "hello from the function");
+        assert!(within(&payload, &body), "borrowed, not copied");
+        let escaped = Bytes::from(br#""a\"b""#.to_vec());
+        let body = body_of(&escaped, false).unwrap();
+        assert_eq!(body, "a\"b");
+        assert!(!within(&escaped, &body));
     }
 
     #[test]

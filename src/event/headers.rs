@@ -286,8 +286,9 @@ impl<'de> Visitor<'de> for ResultHeaders<'_> {
     }
 }
 
-/// A JSON string, borrowed from the input when it has no escapes.
-struct JsonText<'de>(Cow<'de, str>);
+/// A JSON string, borrowed from the input when it has no escapes. (serde's own `Cow<str>`
+/// always copies: it borrows only as a derived struct's `#[serde(borrow)]` field.)
+pub(super) struct JsonText<'de>(pub(super) Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for JsonText<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

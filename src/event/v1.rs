@@ -295,9 +295,7 @@ pub fn from_result(payload: Bytes, rules: ResultRules) -> Result<Response<Bytes>
             ResultRules::HttpApi => true,
             ResultRules::Rest { decode_base64 } => decode_base64,
         };
-    let body: Option<Cow<str>> =
-        super::optional(fields.get("body").copied(), "body must be a string")?;
-    *response.body_mut() = result_body(&payload, body, decode)?;
+    *response.body_mut() = result_body(&payload, fields.get("body").copied(), decode)?;
     Ok(response)
 }
 

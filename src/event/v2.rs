@@ -213,8 +213,7 @@ pub fn from_result(payload: Bytes) -> Result<Response<Bytes>, EventError> {
         );
     }
     let is_base64: Option<bool> = super::optional(fields.is_base64_encoded, "isBase64Encoded")?;
-    let body: Option<Cow<str>> = super::optional(fields.body, "body must be a string")?;
-    *response.body_mut() = result_body(&payload, body, is_base64 == Some(true))?;
+    *response.body_mut() = result_body(&payload, fields.body, is_base64 == Some(true))?;
     Ok(response)
 }
 
