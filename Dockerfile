@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
-# lrp as a small, static, non-root image. Build: docker build -t lrp .
+# lrp as a small, non-root image. Build: docker build -t lrp .
 # Run: docker run -p 8080:8080 -v "$PWD/lrp.yaml:/etc/lrp.yaml:ro" lrp
 
-# A static binary (musl), so the final image needs no libc. aws-lc-sys builds C code.
-FROM rust:1.95-alpine3.22 AS build
-# hadolint ignore=DL3018
-RUN apk add --no-cache musl-dev gcc g++ make cmake perl
+# The build CI tests and bench/run measures: a glibc release build on Debian 12, the same
+# system the test machines run. It links only libc, libm, libgcc_s and the dynamic loader,
+# which distroless/cc-debian12 provides (tests/image.rs checks the release binary against
+# that list). aws-lc-sys builds C code with the image's gcc and cmake.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -16,9 +17,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     # The Go image's entrypoint path, so `entrypoint: /go/bin/lrp /etc/lrp.yaml` keeps working.
     && ln -s /lrp /rootfs/go/bin/lrp
 
-# distroless/static: CA certificates (the AWS SDK loads the system roots), tzdata, and a
-# non-root user, in about 2 MiB.
-FROM gcr.io/distroless/static-debian12:nonroot
+# distroless/cc: glibc, libgcc_s, CA certificates (the AWS SDK loads the system roots),
+# tzdata and a non-root user; no shell.
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /rootfs/ /
 # The server and `lrp healthcheck` read the same file, so the health check follows the
 # configured port and internal_route_prefix.
