@@ -250,10 +250,7 @@ impl Server {
             let worker = std::thread::Builder::new()
                 .name(format!("lrp-worker-{}", index + 1))
                 .spawn(move || {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?
-                        .block_on(server.work(http, api, &shared, stopped))
+                    worker_runtime()?.block_on(server.work(http, api, &shared, stopped))
                 })?;
             workers.push(worker);
         }
@@ -310,37 +307,64 @@ impl Server {
         lambda_api: Option<std::net::TcpListener>,
         shared: &Accepting,
     ) -> std::io::Result<()> {
+        // This worker's connections look at their own copy of the stop signal each time they
+        // are polled: the shared one would bounce its cache line between cores.
+        let (stop, stop_here) = watch::channel(false);
+        let mut stop_everywhere = shared.stop_connections.1.clone();
+        tokio::spawn(async move {
+            let _ = stop_everywhere.wait_for(|stop| *stop).await;
+            let _ = stop.send(true);
+        });
         let api = async {
             match lambda_api {
                 Some(listener) => {
-                    self.accept(TcpListener::from_std(listener)?, Service::LambdaApi, shared)
+                    let listener = TcpListener::from_std(listener)?;
+                    self.accept(listener, Service::LambdaApi, shared, &stop_here)
                         .await
                 }
                 None => Ok(()),
             }
         };
         let http = async {
-            self.accept(TcpListener::from_std(http)?, Service::Http, shared)
+            let listener = TcpListener::from_std(http)?;
+            self.accept(listener, Service::Http, shared, &stop_here)
                 .await
         };
         let (http, api) = tokio::join!(http, api);
         http.and(api)
     }
 
-    /// Accepts connections for `service` until told to stop.
+    /// Accepts connections for `service` until told to stop; `stop_connections` tells them
+    /// to finish.
     async fn accept(
         &self,
         listener: TcpListener,
         service: Service,
         shared: &Accepting,
+        stop_connections: &watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         let local_port = listener.local_addr()?.port();
         let mut stop = shared.stop_accepting.1.clone();
         let max_connections = self.state.max_connections;
         let mut warned_full = false;
         loop {
-            // At the limit, lrp stops accepting: new clients wait in the kernel's backlog
-            // until a connection closes, instead of each costing memory here.
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Running out of file descriptors must not end the server: wait, go on.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.wait_for(|stop| *stop) => break,
+            };
+            // At the limit, this worker holds the connection it has just accepted unserved,
+            // and accepts no more: new clients wait in the kernel's backlog until a connection
+            // closes, instead of each costing memory here. The place is taken after `accept`,
+            // not before: each worker has a backlog of its own, and a place given to a worker
+            // whose backlog is empty would leave another worker's clients waiting.
             let permit = match shared.connections.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
@@ -360,18 +384,6 @@ impl Server {
                     }
                 }
             };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Running out of file descriptors must not end the server: wait, go on.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = stop.wait_for(|stop| *stop) => break,
-            };
             if shared.connections.available_permits() > 0 {
                 warned_full = false;
             }
@@ -383,10 +395,19 @@ impl Server {
                 local_port,
                 _permit: permit,
             };
-            tokio::spawn(connection.serve(stream, shared.stop_connections.1.clone()));
+            tokio::spawn(connection.serve(stream, stop_connections.clone()));
         }
         Ok(())
     }
+}
+
+/// A worker's runtime: one thread, which writes the access lines it holds whenever it has
+/// nothing else to do.
+pub fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(crate::access_log::flush)
+        .build()
 }
 
 /// What the accept loops share: the connection limit, and the signals to stop.
