@@ -248,7 +248,7 @@ impl TargetFactory {
                     limiter.set_limits(rie.concurrency, rie.max_queue);
                 }
                 Target::Rie(Box::new(rie::RieTarget::new(
-                    rie.invoke_uri.clone(),
+                    &rie.invoke_uri,
                     limiter.clone(),
                 )))
             }

@@ -1,53 +1,47 @@
 //! Local functions behind an RIE-compatible endpoint: the Runtime Interface Emulator in a Lambda
 //! container image, the cargo-lambda emulator, or anything serving the Invoke path over HTTP.
 
+mod pool;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use super::admission::{Limiter, Ticket};
 use super::{ErrorObject, TargetError, excerpt};
 use crate::event::MAX_RESULT_BYTES;
-
-/// A pooled keep-alive client for every local endpoint.
-type RieClient = Client<HttpConnector, Full<Bytes>>;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-thread_local! {
-    /// One client per worker thread: its connections are driven by the worker's own runtime,
-    /// so a request never waits on another thread to move its bytes, and the pool is never
-    /// contended.
-    static CLIENT: RieClient = client();
-}
-
-fn client() -> RieClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
-}
+use pool::SendError;
 
 pub struct RieTarget {
-    invoke_uri: Uri,
+    authority: Authority,
+    /// The invoke path, as the request line carries it.
+    path: Uri,
+    host: HeaderValue,
     /// In-flight invocations allowed at the endpoint (RIE itself serves one at a time),
     /// shared by every rule that names it.
     limiter: Arc<Limiter>,
 }
 
 impl RieTarget {
-    pub fn new(invoke_uri: Uri, limiter: Arc<Limiter>) -> Self {
+    /// `invoke_uri` is absolute: `http://host:port/2015-03-31/functions/NAME/invocations`.
+    pub fn new(invoke_uri: &Uri, limiter: Arc<Limiter>) -> Self {
+        let authority = invoke_uri
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("localhost"));
+        let path = invoke_uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()));
         RieTarget {
-            invoke_uri,
+            host: HeaderValue::from_str(authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            authority,
+            path,
             limiter,
         }
     }
@@ -62,21 +56,24 @@ impl RieTarget {
         event: Bytes,
         deadline: Instant,
     ) -> Result<Bytes, TargetError> {
-        let request = Request::post(self.invoke_uri.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(event))
-            .map_err(|e| TargetError::Transport(e.to_string()))?;
-        let client = CLIENT.with(RieClient::clone);
+        let mut request = Request::new(Full::new(event));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.path.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let authority = self.authority.clone();
         ticket
             .run(deadline, |slot| async move {
                 let _slot = slot;
-                let response = client.request(request).await.map_err(|e| {
-                    if e.is_connect() {
-                        TargetError::Unreachable(error_chain(&e))
-                    } else {
-                        TargetError::Transport(error_chain(&e))
-                    }
-                })?;
+                let (response, connection) =
+                    pool::send(&authority, request).await.map_err(|e| match e {
+                        SendError::Connect(cause) => TargetError::Unreachable(cause),
+                        SendError::Transport(cause) => TargetError::Transport(cause),
+                    })?;
                 let status = response.status();
                 let body = Limited::new(response.into_body(), MAX_RESULT_BYTES)
                     .collect()
@@ -89,21 +86,11 @@ impl RieTarget {
                         }
                     })?
                     .to_bytes();
+                connection.release();
                 classify(status, body)
             })
             .await
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// RIE and its look-alikes report failures in several ways (spec §5.2, peers.md §3 and §6);
