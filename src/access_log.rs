@@ -3,8 +3,12 @@
 //! The line has the fields and the layout `tracing-subscriber`'s `fmt` layer gives an event
 //! (text or JSON, whichever the rest of the log uses), and obeys `RUST_LOG` for the target
 //! [`TARGET`] as such an event would. It is written without that layer's formatting pass: no
-//! field visitor, no `fmt::Write` per field, the time formatted once per second per thread,
-//! into a buffer each thread reuses, and sent with one `write` as tracing sends its lines.
+//! field visitor, no `fmt::Write` per field, the time formatted once per second per thread.
+//!
+//! Each thread keeps its lines in a buffer and writes them with one `write` when its runtime
+//! goes idle (worker runtimes call [`flush`] before they park): a busy worker writes many
+//! lines at once, an idle one at once. A line never waits longer than the buffer takes
+//! [`FLUSH_BYTES`], or past the second after its own.
 
 use std::cell::RefCell;
 use std::fmt::Display;
@@ -57,10 +61,11 @@ impl Entry<'_> {
             return;
         }
         let style = STYLE.get().copied().unwrap_or(Style::Text);
-        LINE.with_borrow_mut(|line| {
-            line.clear();
-            self.format(style, level, SystemTime::now(), line);
-            write_to_stderr(&line.buffer);
+        let now = SystemTime::now();
+        LINES.with_borrow_mut(|lines| {
+            if lines.append(now, |lines| self.format(style, level, now, lines)) {
+                lines.flush();
+            }
         });
     }
 
@@ -145,8 +150,8 @@ impl Entry<'_> {
 }
 
 /// Writes `bytes` to standard error without `std::io::Stderr`'s lock, which two workers
-/// logging at once contend for (a futex wait each time). A line goes out in one `write`, which
-/// is what keeps lines whole. As with tracing's writer, a line that cannot be written is lost.
+/// logging at once contend for (a futex wait each time). Whole lines go out in one `write`,
+/// which keeps them whole. As with tracing's writer, lines that cannot be written are lost.
 fn write_to_stderr(mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: the pointer and length describe `bytes`, which outlives the call; fd 2 is
@@ -163,23 +168,59 @@ fn write_to_stderr(mut bytes: &[u8]) {
     }
 }
 
-thread_local! {
-    static LINE: RefCell<Line> = RefCell::new(Line::default());
+/// Buffered lines are written once they reach this size, idle or not.
+const FLUSH_BYTES: usize = 32 * 1024;
+
+/// Writes the lines this thread holds. Worker runtimes call it each time they go idle.
+pub fn flush() {
+    // Not during the thread's exit, when the buffer's own drop writes what is left.
+    let _ = LINES.try_with(|lines| {
+        if let Ok(mut lines) = lines.try_borrow_mut() {
+            lines.flush();
+        }
+    });
 }
 
-/// A thread's line buffer, and the text of the second it last formatted.
+thread_local! {
+    static LINES: RefCell<Line> = RefCell::new(Line::default());
+}
+
+/// A thread's buffered lines, and the text of the second it last formatted.
 #[derive(Default)]
 struct Line {
     buffer: Vec<u8>,
+    /// The second of the oldest line waiting in `buffer`.
+    oldest: Option<u64>,
     second: Option<(u64, [u8; SECOND_LEN])>,
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+fn unix_second(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 /// `2026-11-30T18:11:18`
 const SECOND_LEN: usize = 19;
 
 impl Line {
-    fn clear(&mut self) {
-        self.buffer.clear();
+    /// Adds the line `write` writes at `now`; true when the buffer should go out now.
+    fn append(&mut self, now: SystemTime, write: impl FnOnce(&mut Line)) -> bool {
+        let oldest = *self.oldest.get_or_insert_with(|| unix_second(now));
+        write(self);
+        self.buffer.len() >= FLUSH_BYTES || unix_second(now) > oldest
+    }
+
+    fn flush(&mut self) {
+        if !self.buffer.is_empty() {
+            write_to_stderr(&self.buffer);
+            self.buffer.clear();
+        }
+        self.oldest = None;
     }
 
     fn push(&mut self, text: &str) {
@@ -273,7 +314,7 @@ mod tests {
     fn formatted(entry: &Entry<'_>, style: Style, level: Level, at: SystemTime) -> String {
         let mut line = Line::default();
         entry.format(style, level, at, &mut line);
-        String::from_utf8(line.buffer).unwrap()
+        String::from_utf8(std::mem::take(&mut line.buffer)).unwrap()
     }
 
     const AT_MICROS: u64 = 1_584_039_838_000_042;
@@ -336,10 +377,26 @@ mod tests {
         line.timestamp(at() + Duration::from_micros(5));
         line.timestamp(at() + Duration::from_secs(1));
         assert_eq!(
-            String::from_utf8(line.buffer).unwrap(),
+            String::from_utf8(std::mem::take(&mut line.buffer)).unwrap(),
             "2020-03-12T19:03:58.000042Z2020-03-12T19:03:58.000047Z2020-03-12T19:03:59.000042Z"
         );
         assert_eq!(line.second.map(|(s, _)| s), Some(AT_MICROS / 1_000_000 + 1));
+    }
+
+    #[test]
+    fn lines_wait_until_the_buffer_is_full_or_a_second_has_passed() {
+        let mut line = Line::default();
+        let short = |line: &mut Line| line.push("a line\n");
+        assert!(!line.append(at(), short));
+        assert!(!line.append(at() + Duration::from_millis(900), short));
+        assert!(
+            line.append(at() + Duration::from_secs(1), short),
+            "the oldest line is from the second before"
+        );
+        line.buffer.clear();
+        line.oldest = None;
+        assert!(line.append(at(), |line| line.push(&"x".repeat(FLUSH_BYTES))));
+        line.buffer.clear();
     }
 
     #[test]
@@ -348,6 +405,9 @@ mod tests {
         line.millis(Duration::from_nanos(1_999));
         line.push(" ");
         line.millis(Duration::from_secs(3));
-        assert_eq!(String::from_utf8(line.buffer).unwrap(), "0.001 3000.000");
+        assert_eq!(
+            String::from_utf8(std::mem::take(&mut line.buffer)).unwrap(),
+            "0.001 3000.000"
+        );
     }
 }

@@ -10,6 +10,9 @@ use lrp::server::{Server, listen};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "lrp", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -121,10 +124,9 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}:{port}", config.host))?,
         None => Vec::new(),
     };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(serve(path, config, http, lambda_api))
+    let served = lrp::server::worker_runtime()?.block_on(serve(path, config, http, lambda_api));
+    lrp::access_log::flush();
+    served
 }
 
 async fn serve(
