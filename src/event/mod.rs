@@ -193,6 +193,8 @@ struct LimitedWriter {
 }
 
 impl std::io::Write for LimitedWriter {
+    // Inlined into the serializer, which writes every key and punctuation mark through it.
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         if self.buffer.len() + bytes.len() > self.limit {
             return Err(std::io::Error::other("the event is over the limit"));
@@ -201,16 +203,68 @@ impl std::io::Write for LimitedWriter {
         Ok(bytes.len())
     }
 
+    #[inline]
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write(bytes).map(drop)
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
 
 /// Common Log Format time in UTC, as in `requestContext.time`: `12/Mar/2020:19:03:58 +0000`.
-fn clf_time(at: SystemTime) -> String {
-    let format =
-        format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
-    OffsetDateTime::from(at).format(format).unwrap_or_default()
+/// Formatted once per second per thread: every request of a second shares the text.
+fn clf_time(at: SystemTime) -> ClfTime {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(u64, ClfTime)>> = const { std::cell::Cell::new(None) };
+    }
+    let second = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|last| match last.get() {
+        Some((cached, text)) if cached == second => text,
+        _ => {
+            let text = ClfTime::format(at);
+            last.set(Some((second, text)));
+            text
+        }
+    })
+}
+
+/// A formatted [`clf_time`], kept inline: no allocation per event.
+#[derive(Clone, Copy)]
+struct ClfTime {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl ClfTime {
+    fn format(at: SystemTime) -> Self {
+        let format =
+            format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
+        let mut time = ClfTime {
+            bytes: [0; 32],
+            len: 0,
+        };
+        if let Ok(text) = OffsetDateTime::from(at).format(format)
+            && let Some(slot) = time.bytes.get_mut(..text.len())
+        {
+            slot.copy_from_slice(text.as_bytes());
+            time.len = text.len();
+        }
+        time
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl Serialize for ClfTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 fn protocol(version: Version) -> &'static str {
@@ -269,9 +323,18 @@ mod tests {
     fn clf_time_matches_the_aws_example() {
         // 12/Mar/2020:19:03:58 +0000 is the time of the HTTP API documentation's example.
         let at = UNIX_EPOCH + Duration::from_millis(1_584_039_838_123);
-        assert_eq!(clf_time(at), "12/Mar/2020:19:03:58 +0000");
+        assert_eq!(clf_time(at).as_str(), "12/Mar/2020:19:03:58 +0000");
         let early = UNIX_EPOCH + Duration::from_secs(5 * 86_400);
-        assert_eq!(clf_time(early), "06/Jan/1970:00:00:00 +0000");
+        assert_eq!(clf_time(early).as_str(), "06/Jan/1970:00:00:00 +0000");
+        assert_eq!(
+            clf_time(at + Duration::from_millis(500)).as_str(),
+            "12/Mar/2020:19:03:58 +0000",
+            "the cached second"
+        );
+        assert_eq!(
+            clf_time(at + Duration::from_secs(1)).as_str(),
+            "12/Mar/2020:19:03:59 +0000"
+        );
     }
 
     #[test]

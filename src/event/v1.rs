@@ -142,7 +142,7 @@ struct RequestContext<'a> {
     path: Cow<'a, str>,
     protocol: &'static str,
     request_id: &'a str,
-    request_time: String,
+    request_time: super::ClfTime,
     request_time_epoch: u64,
     resource_id: Option<&'static str>,
     resource_path: &'static str,

@@ -113,7 +113,7 @@ struct RequestContext<'a> {
     request_id: &'a str,
     route_key: &'static str,
     stage: &'static str,
-    time: String,
+    time: super::ClfTime,
     time_epoch: u64,
 }
 
