@@ -125,7 +125,7 @@ async fn connect(authority: &Authority) -> Result<Sender, SendError> {
     Ok(sender)
 }
 
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -134,4 +134,79 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// An endpoint that answers `ok` to every request, closing each connection after
+    /// `per_connection` answers; it counts the connections it accepted.
+    async fn endpoint(per_connection: usize) -> (Authority, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    for _ in 0..per_connection {
+                        // Each test request fits one read: headers and a 2-byte body.
+                        if stream.read(&mut buffer).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    async fn post(authority: &Authority) -> Result<Bytes, SendError> {
+        let request = Request::post("/invocations")
+            .header(http::header::HOST, authority.as_str())
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let (response, connection) = send(authority, request).await?;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        connection.release();
+        Ok(body)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_response_is_read() {
+        let (authority, accepted) = endpoint(usize::MAX).await;
+        for _ in 0..3 {
+            assert_eq!(post(&authority).await.unwrap(), "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_endpoint_closed_is_replaced_without_failing_the_request() {
+        let (authority, accepted) = endpoint(1).await;
+        for _ in 0..3 {
+            assert_eq!(post(&authority).await.unwrap(), "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_is_not_listening_is_a_connect_error() {
+        let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = unused.local_addr().unwrap().to_string().parse().unwrap();
+        drop(unused);
+        assert!(matches!(post(&authority).await, Err(SendError::Connect(_))));
+    }
 }
