@@ -39,6 +39,8 @@ pub struct Instance {
     /// Set when the instance can serve no more: it reported an init error, or exited.
     death: watch::Receiver<Option<Death>>,
     api: JoinHandle<()>,
+    /// The worker thread whose runtime serves the instance's Runtime API.
+    pub home: std::thread::ThreadId,
     pub served: u64,
     pub idle_since: Instant,
 }
@@ -131,6 +133,7 @@ impl Instance {
             invocations,
             death,
             api,
+            home: std::thread::current().id(),
             served: 0,
             idle_since: Instant::now(),
         })

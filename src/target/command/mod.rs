@@ -191,7 +191,7 @@ impl Pool {
 
     /// An idle, living instance, or a new one unless recent starts failed.
     async fn checkout(&self) -> Result<Instance, TargetError> {
-        while let Some(instance) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+        while let Some(instance) = self.take_idle() {
             if !instance.is_dead() {
                 return Ok(instance);
             }
@@ -219,6 +219,19 @@ impl Pool {
                 message,
             }
         })
+    }
+
+    /// The most recently idle instance whose Runtime API this worker serves, else the most
+    /// recently idle one: an invocation handed to an instance of another worker crosses
+    /// threads twice (to the runtime and back), which costs more than the invocation itself.
+    fn take_idle(&self) -> Option<Instance> {
+        let here = std::thread::current().id();
+        let mut idle = self.idle.lock().ok()?;
+        let index = idle
+            .iter()
+            .rposition(|instance| instance.home == here)
+            .or_else(|| idle.len().checked_sub(1))?;
+        Some(idle.remove(index))
     }
 
     fn checkin(&self, mut instance: Instance) {
