@@ -7,8 +7,8 @@
 //!
 //! Each thread keeps its lines in a buffer and writes them with one `write` when its runtime
 //! goes idle (worker runtimes call [`flush`] before they park): a busy worker writes many
-//! lines at once, an idle one at once. A line never waits longer than the buffer takes
-//! [`FLUSH_BYTES`], or past the second after its own.
+//! lines at once, an idle one at once. A busy worker also writes them once they fill
+//! [`FLUSH_BYTES`], or when it logs a line in a later second than the oldest one waiting.
 
 use std::cell::RefCell;
 use std::fmt::Display;
@@ -69,83 +69,83 @@ impl Entry<'_> {
         });
     }
 
-    fn format(&self, style: Style, level: Level, now: SystemTime, line: &mut Line) {
+    fn format(&self, style: Style, level: Level, now: SystemTime, lines: &mut Lines) {
         match style {
-            Style::Text => self.text(level, now, line),
-            Style::Json => self.json(level, now, line),
+            Style::Text => self.text(level, now, lines),
+            Style::Json => self.json(level, now, lines),
         }
     }
 
     /// `2026-11-30T18:11:18.123456Z  INFO lrp::access: request method=GET host=… …`: text
     /// values as tracing prints `%value`, and `served_by` and `error` as it prints `&str`.
-    fn text(&self, level: Level, now: SystemTime, line: &mut Line) {
-        line.timestamp(now);
+    fn text(&self, level: Level, now: SystemTime, lines: &mut Lines) {
+        lines.timestamp(now);
         let level = if level == Level::WARN {
             "  WARN "
         } else {
             "  INFO "
         };
-        line.push(level);
-        line.push(TARGET);
-        line.push(": request method=");
-        line.push(self.method);
-        line.push(" host=");
-        line.push(self.host);
-        line.push(" path=");
-        line.push(self.path);
-        line.push(" status=");
-        line.number(u64::from(self.status));
-        line.push(" rule=");
-        line.push(self.rule);
-        line.push(" duration_ms=");
-        line.millis(self.took);
-        line.push(" served_by=\"");
-        line.push(self.served_by);
-        line.push("\" request_id=");
-        line.push(self.request_id);
+        lines.push(level);
+        lines.push(TARGET);
+        lines.push(": request method=");
+        lines.push(self.method);
+        lines.push(" host=");
+        lines.push(self.host);
+        lines.push(" path=");
+        lines.push(self.path);
+        lines.push(" status=");
+        lines.number(u64::from(self.status));
+        lines.push(" rule=");
+        lines.push(self.rule);
+        lines.push(" duration_ms=");
+        lines.millis(self.took);
+        lines.push(" served_by=\"");
+        lines.push(self.served_by);
+        lines.push("\" request_id=");
+        lines.push(self.request_id);
         if let Some((kind, cause)) = self.error {
-            line.push(" error=\"");
-            line.push(kind);
-            line.push("\" cause=");
-            let _ = write!(line.buffer, "{cause}");
+            lines.push(" error=\"");
+            lines.push(kind);
+            lines.push("\" cause=");
+            let _ = write!(lines.buffer, "{cause}");
         }
-        line.push("\n");
+        lines.push("\n");
     }
 
     /// One object per line, as `tracing-subscriber`'s JSON layer flattens an event.
-    fn json(&self, level: Level, now: SystemTime, line: &mut Line) {
-        line.push("{\"timestamp\":\"");
-        line.timestamp(now);
-        line.push(if level == Level::WARN {
+    fn json(&self, level: Level, now: SystemTime, lines: &mut Lines) {
+        lines.push("{\"timestamp\":\"");
+        lines.timestamp(now);
+        lines.push(if level == Level::WARN {
             "\",\"level\":\"WARN\""
         } else {
             "\",\"level\":\"INFO\""
         });
-        line.push(",\"message\":\"request\",\"method\":");
-        line.json_string(self.method);
-        line.push(",\"host\":");
-        line.json_string(self.host);
-        line.push(",\"path\":");
-        line.json_string(self.path);
-        line.push(",\"status\":");
-        line.number(u64::from(self.status));
-        line.push(",\"rule\":");
-        line.json_string(self.rule);
-        line.push(",\"duration_ms\":");
-        line.millis(self.took);
-        line.push(",\"served_by\":");
-        line.json_string(self.served_by);
-        line.push(",\"request_id\":");
-        line.json_string(self.request_id);
+        lines.push(",\"message\":\"request\",\"method\":");
+        lines.json_string(self.method);
+        lines.push(",\"host\":");
+        lines.json_string(self.host);
+        lines.push(",\"path\":");
+        lines.json_string(self.path);
+        lines.push(",\"status\":");
+        lines.number(u64::from(self.status));
+        lines.push(",\"rule\":");
+        lines.json_string(self.rule);
+        lines.push(",\"duration_ms\":");
+        lines.millis(self.took);
+        lines.push(",\"served_by\":");
+        lines.json_string(self.served_by);
+        lines.push(",\"request_id\":");
+        lines.json_string(self.request_id);
         if let Some((kind, cause)) = self.error {
-            line.push(",\"error\":");
-            line.json_string(kind);
-            line.push(",\"cause\":");
-            let _ = serde_json::to_writer(&mut line.buffer, &DisplayString(cause));
+            lines.push(",\"error\":");
+            lines.json_string(kind);
+            lines.push(",\"cause\":");
+            let _ = serde_json::to_writer(&mut lines.buffer, &DisplayString(cause));
         }
-        line.push(",\"target\":\"");
-        line.push(TARGET);
-        line.push("\"}\n");
+        lines.push(",\"target\":\"");
+        lines.push(TARGET);
+        lines.push("\"}\n");
     }
 }
 
@@ -182,19 +182,19 @@ pub fn flush() {
 }
 
 thread_local! {
-    static LINES: RefCell<Line> = RefCell::new(Line::default());
+    static LINES: RefCell<Lines> = RefCell::new(Lines::default());
 }
 
 /// A thread's buffered lines, and the text of the second it last formatted.
 #[derive(Default)]
-struct Line {
+struct Lines {
     buffer: Vec<u8>,
     /// The second of the oldest line waiting in `buffer`.
     oldest: Option<u64>,
     second: Option<(u64, [u8; SECOND_LEN])>,
 }
 
-impl Drop for Line {
+impl Drop for Lines {
     fn drop(&mut self) {
         self.flush();
     }
@@ -207,9 +207,9 @@ fn unix_second(at: SystemTime) -> u64 {
 /// `2026-11-30T18:11:18`
 const SECOND_LEN: usize = 19;
 
-impl Line {
+impl Lines {
     /// Adds the line `write` writes at `now`; true when the buffer should go out now.
-    fn append(&mut self, now: SystemTime, write: impl FnOnce(&mut Line)) -> bool {
+    fn append(&mut self, now: SystemTime, write: impl FnOnce(&mut Lines)) -> bool {
         let oldest = *self.oldest.get_or_insert_with(|| unix_second(now));
         write(self);
         self.buffer.len() >= FLUSH_BYTES || unix_second(now) > oldest
@@ -312,9 +312,9 @@ mod tests {
     }
 
     fn formatted(entry: &Entry<'_>, style: Style, level: Level, at: SystemTime) -> String {
-        let mut line = Line::default();
-        entry.format(style, level, at, &mut line);
-        String::from_utf8(std::mem::take(&mut line.buffer)).unwrap()
+        let mut lines = Lines::default();
+        entry.format(style, level, at, &mut lines);
+        String::from_utf8(std::mem::take(&mut lines.buffer)).unwrap()
     }
 
     const AT_MICROS: u64 = 1_584_039_838_000_042;
@@ -372,41 +372,44 @@ mod tests {
 
     #[test]
     fn the_second_is_formatted_once_and_the_fraction_always() {
-        let mut line = Line::default();
-        line.timestamp(at());
-        line.timestamp(at() + Duration::from_micros(5));
-        line.timestamp(at() + Duration::from_secs(1));
+        let mut lines = Lines::default();
+        lines.timestamp(at());
+        lines.timestamp(at() + Duration::from_micros(5));
+        lines.timestamp(at() + Duration::from_secs(1));
         assert_eq!(
-            String::from_utf8(std::mem::take(&mut line.buffer)).unwrap(),
+            String::from_utf8(std::mem::take(&mut lines.buffer)).unwrap(),
             "2020-03-12T19:03:58.000042Z2020-03-12T19:03:58.000047Z2020-03-12T19:03:59.000042Z"
         );
-        assert_eq!(line.second.map(|(s, _)| s), Some(AT_MICROS / 1_000_000 + 1));
+        assert_eq!(
+            lines.second.map(|(s, _)| s),
+            Some(AT_MICROS / 1_000_000 + 1)
+        );
     }
 
     #[test]
     fn lines_wait_until_the_buffer_is_full_or_a_second_has_passed() {
-        let mut line = Line::default();
-        let short = |line: &mut Line| line.push("a line\n");
-        assert!(!line.append(at(), short));
-        assert!(!line.append(at() + Duration::from_millis(900), short));
+        let mut lines = Lines::default();
+        let short = |lines: &mut Lines| lines.push("a line\n");
+        assert!(!lines.append(at(), short));
+        assert!(!lines.append(at() + Duration::from_millis(900), short));
         assert!(
-            line.append(at() + Duration::from_secs(1), short),
+            lines.append(at() + Duration::from_secs(1), short),
             "the oldest line is from the second before"
         );
-        line.buffer.clear();
-        line.oldest = None;
-        assert!(line.append(at(), |line| line.push(&"x".repeat(FLUSH_BYTES))));
-        line.buffer.clear();
+        lines.buffer.clear();
+        lines.oldest = None;
+        assert!(lines.append(at(), |lines| lines.push(&"x".repeat(FLUSH_BYTES))));
+        lines.buffer.clear();
     }
 
     #[test]
     fn durations_keep_whole_microseconds() {
-        let mut line = Line::default();
-        line.millis(Duration::from_nanos(1_999));
-        line.push(" ");
-        line.millis(Duration::from_secs(3));
+        let mut lines = Lines::default();
+        lines.millis(Duration::from_nanos(1_999));
+        lines.push(" ");
+        lines.millis(Duration::from_secs(3));
         assert_eq!(
-            String::from_utf8(std::mem::take(&mut line.buffer)).unwrap(),
+            String::from_utf8(std::mem::take(&mut lines.buffer)).unwrap(),
             "0.001 3000.000"
         );
     }

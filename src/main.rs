@@ -109,8 +109,7 @@ async fn healthcheck(path: Option<&Path>, timeout: std::time::Duration) -> anyho
 }
 
 /// Binds the sockets, then serves on one single-threaded runtime per core: this thread's runs
-/// the first worker and everything that is not a connection (signals, reloads, the functions'
-/// processes it starts).
+/// the first worker, and signals and reloads besides.
 fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load(path)?;
     if path.is_none() {

@@ -10,7 +10,6 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use bytes::Bytes;
 use http::HeaderMap;
 use serde::{Serialize, Serializer};
-
 use serde_json::value::RawValue;
 
 use super::EventError;
