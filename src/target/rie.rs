@@ -30,9 +30,10 @@ pub struct RieTarget {
 impl RieTarget {
     /// `invoke_uri` is absolute: `http://host:port/2015-03-31/functions/NAME/invocations`.
     pub fn new(invoke_uri: &Uri, limiter: Arc<Limiter>) -> Self {
+        // In lower case, as the connection pool keys endpoints by their text.
         let authority = invoke_uri
             .authority()
-            .cloned()
+            .and_then(|authority| authority.as_str().to_ascii_lowercase().parse().ok())
             .unwrap_or_else(|| Authority::from_static("localhost"));
         let path = invoke_uri
             .path_and_query()
@@ -86,7 +87,7 @@ impl RieTarget {
                         }
                     })?
                     .to_bytes();
-                connection.release();
+                connection.release(&authority);
                 classify(status, body)
             })
             .await

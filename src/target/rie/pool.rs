@@ -25,9 +25,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE: usize = 1024;
 
 type Sender = SendRequest<Full<Bytes>>;
+/// An endpoint's idle connections, each with the time it became idle.
+type Idle = Vec<(Sender, Instant)>;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<Authority, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
+    /// Keyed by the authority's text, hashed in one piece: `Authority`'s own case-folding
+    /// `Hash` feeds the hasher a byte at a time. Callers pass authorities in lower case.
+    static IDLE: RefCell<HashMap<Box<str>, Idle>> = RefCell::new(HashMap::new());
 }
 
 #[derive(Debug)]
@@ -40,7 +44,6 @@ pub enum SendError {
 
 /// A connection a response is being read from; [`Connection::release`] gives it back.
 pub struct Connection {
-    authority: Authority,
     sender: Sender,
 }
 
@@ -55,7 +58,7 @@ pub async fn send(
             continue;
         }
         match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, Connection::new(authority, sender))),
+            Ok(response) => return Ok((response, Connection { sender })),
             Err(mut error) => match error.take_message() {
                 Some(unsent) => request = unsent,
                 None => return Err(SendError::Transport(error_chain(error.error()))),
@@ -67,25 +70,22 @@ pub async fn send(
         .send_request(request)
         .await
         .map_err(|e| SendError::Transport(error_chain(&e)))?;
-    Ok((response, Connection::new(authority, sender)))
+    Ok((response, Connection { sender }))
 }
 
 impl Connection {
-    fn new(authority: &Authority, sender: Sender) -> Self {
-        Connection {
-            authority: authority.clone(),
-            sender,
-        }
-    }
-
-    /// Keeps the connection for the next request to its endpoint. Call it only once the
-    /// response has been read to its end; a dropped `Connection` is closed instead.
-    pub fn release(self) {
+    /// Keeps the connection for the next request to `authority`, the endpoint it was sent
+    /// to. Call it only once the response has been read to its end; a dropped `Connection`
+    /// is closed instead.
+    pub fn release(self, authority: &Authority) {
         if self.sender.is_closed() {
             return;
         }
         IDLE.with_borrow_mut(|idle| {
-            let senders = idle.entry(self.authority).or_default();
+            let senders = match idle.get_mut(authority.as_str()) {
+                Some(senders) => senders,
+                None => idle.entry(authority.as_str().into()).or_default(),
+            };
             if senders.len() < MAX_IDLE {
                 senders.push((self.sender, Instant::now()));
             }
@@ -97,7 +97,7 @@ impl Connection {
 /// ones met on the way are dropped, which closes them.
 fn take_idle(authority: &Authority) -> Option<Sender> {
     IDLE.with_borrow_mut(|idle| {
-        let senders = idle.get_mut(authority)?;
+        let senders = idle.get_mut(authority.as_str())?;
         while let Some((sender, since)) = senders.pop() {
             if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(sender);
@@ -180,7 +180,7 @@ mod tests {
             .unwrap();
         let (response, connection) = send(authority, request).await?;
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        connection.release();
+        connection.release(authority);
         Ok(body)
     }
 
