@@ -13,10 +13,10 @@ use serde_json::value::RawValue;
 
 use super::{EventError, IncomingRequest};
 
-const FORWARDED_FOR: &str = "x-forwarded-for";
-const FORWARDED_PORT: &str = "x-forwarded-port";
-const FORWARDED_PROTO: &str = "x-forwarded-proto";
-const TRACE_ID: &str = "x-amzn-trace-id";
+static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 
 /// The values of one header as a front door passes it on.
 pub enum Values<'a> {
@@ -85,35 +85,49 @@ pub fn for_each<'a, E>(
     mut emit: impl FnMut(&'a str, Values<'a>) -> Result<(), E>,
 ) -> Result<(), E> {
     let headers = &request.parts.headers;
+    // Lookups by `HeaderName`, not by text: a text name would be parsed again on every call.
+    let (mut has_host, mut has_trace_id, mut forwarded_for) = (false, false, None);
     for name in headers.keys() {
-        let name = name.as_str();
-        if (skip_cookie && name == "cookie")
-            || matches!(name, FORWARDED_FOR | FORWARDED_PORT | FORWARDED_PROTO)
+        if *name == FORWARDED_FOR {
+            forwarded_for = Some(headers.get_all(name));
+            continue;
+        }
+        if (skip_cookie && name == header::COOKIE)
+            || *name == FORWARDED_PORT
+            || *name == FORWARDED_PROTO
         {
             continue;
         }
-        emit(name, Values::Client(headers.get_all(name)))?;
+        has_host |= name == header::HOST;
+        has_trace_id |= *name == TRACE_ID;
+        emit(name.as_str(), Values::Client(headers.get_all(name)))?;
     }
-    if !headers.contains_key(header::HOST) {
+    if !has_host {
         emit("host", Values::Added(Cow::Borrowed(request.host.as_str())))?;
     }
-    if !headers.contains_key(TRACE_ID) {
-        emit(TRACE_ID, Values::Added(Cow::Borrowed(request.trace_id)))?;
+    if !has_trace_id {
+        emit(
+            TRACE_ID.as_str(),
+            Values::Added(Cow::Borrowed(request.trace_id)),
+        )?;
     }
-    let peer = request.peer_ip;
-    let forwarded_for = match headers.contains_key(FORWARDED_FOR) {
-        true => {
-            let chain = Values::Client(headers.get_all(FORWARDED_FOR)).joined(", ");
-            format!("{chain}, {peer}")
+    let source_ip = request.connection.source_ip();
+    let forwarded_for = match forwarded_for {
+        Some(chain) => {
+            let chain = Values::Client(chain).joined(", ");
+            Cow::Owned(format!("{chain}, {source_ip}"))
         }
-        false => peer.to_string(),
+        None => Cow::Borrowed(source_ip),
     };
-    emit(FORWARDED_FOR, Values::Added(Cow::Owned(forwarded_for)))?;
+    emit(FORWARDED_FOR.as_str(), Values::Added(forwarded_for))?;
     emit(
-        FORWARDED_PORT,
-        Values::Added(Cow::Owned(request.local_port.to_string())),
+        FORWARDED_PORT.as_str(),
+        Values::Added(Cow::Borrowed(request.connection.local_port())),
     )?;
-    emit(FORWARDED_PROTO, Values::Added(Cow::Borrowed("http")))
+    emit(
+        FORWARDED_PROTO.as_str(),
+        Values::Added(Cow::Borrowed("http")),
+    )
 }
 
 /// The request's headers as a map of each name's last value (payload 1.0's `headers`, ALB's

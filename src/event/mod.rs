@@ -25,6 +25,8 @@ use time::macros::format_description;
 
 use crate::router::Host;
 
+pub use headers::TRACE_ID as TRACE_ID_HEADER;
+
 /// Lambda's synchronous invocation payload limit. lrp measures it on the serialized event,
 /// because base64 makes a binary body a third larger on the way in.
 pub const MAX_EVENT_BYTES: usize = 6_291_456;
@@ -147,13 +149,38 @@ pub struct IncomingRequest<'a> {
     pub path: &'a str,
     pub body: &'a [u8],
     pub host: &'a Host,
-    pub peer_ip: IpAddr,
-    /// The port the client connected to, for `x-forwarded-port`.
-    pub local_port: u16,
+    pub connection: &'a Connection,
     pub request_id: &'a str,
     /// `x-amzn-trace-id` for requests that do not bring one.
     pub trace_id: &'a str,
     pub received: SystemTime,
+}
+
+/// What events say about the connection a request came on, formatted once per connection
+/// rather than once per event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The client's address (`sourceIp`, the end of `x-forwarded-for`).
+    source_ip: String,
+    /// The port the client connected to (`x-forwarded-port`).
+    local_port: String,
+}
+
+impl Connection {
+    pub fn new(peer_ip: IpAddr, local_port: u16) -> Self {
+        Connection {
+            source_ip: peer_ip.to_canonical().to_string(),
+            local_port: local_port.to_string(),
+        }
+    }
+
+    pub fn source_ip(&self) -> &str {
+        &self.source_ip
+    }
+
+    pub fn local_port(&self) -> &str {
+        &self.local_port
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -178,12 +205,21 @@ fn serialize_limited(
     /// What an event adds around the body, typically: headers, context, field names.
     const EVENT_OVERHEAD: usize = 1024;
     let capacity = (EVENT_OVERHEAD + body_len * 4 / 3).min(limit);
-    let mut writer = LimitedWriter {
+    // The writer by value, not `&mut`: a forwarding `Write` impl between the serializer and
+    // the buffer is a call per key and punctuation mark that does not inline.
+    let mut serializer = serde_json::Serializer::new(LimitedWriter {
         buffer: Vec::with_capacity(capacity),
         limit,
-    };
-    serde_json::to_writer(&mut writer, event).map_err(|_| EventTooLarge)?;
-    Ok(writer.buffer)
+    });
+    event
+        .serialize(&mut serializer)
+        .map_err(|_| EventTooLarge)?;
+    Ok(serializer.into_inner().buffer)
+}
+
+#[cold]
+fn over_the_limit() -> std::io::Error {
+    std::io::Error::other("the event is over the limit")
 }
 
 /// A buffer that refuses to grow past `limit`.
@@ -194,18 +230,18 @@ struct LimitedWriter {
 
 impl std::io::Write for LimitedWriter {
     // Inlined into the serializer, which writes every key and punctuation mark through it.
-    #[inline]
+    #[inline(always)]
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if self.buffer.len() + bytes.len() > self.limit {
-            return Err(std::io::Error::other("the event is over the limit"));
-        }
-        self.buffer.extend_from_slice(bytes);
-        Ok(bytes.len())
+        self.write_all(bytes).map(|()| bytes.len())
     }
 
-    #[inline]
+    #[inline(always)]
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.write(bytes).map(drop)
+        if self.buffer.len() + bytes.len() > self.limit {
+            return Err(over_the_limit());
+        }
+        self.buffer.extend_from_slice(bytes);
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Response, Version};
 use serde_json::Value;
 
-use super::{Format, IncomingRequest};
+use super::{Connection, Format, IncomingRequest};
 use crate::router::Host;
 
 pub const TRACE_ID: &str = "Root=1-5e6a8a5e-0123456789abcdef01234567";
@@ -52,13 +52,13 @@ impl RequestBuilder {
         let (parts, ()) = self.request.body(()).unwrap().into_parts();
         let host = Host::of_request(&parts.uri, &parts.headers)
             .unwrap_or_else(|_| Host::parse("fallback").unwrap());
+        let connection = Connection::new(self.peer_ip, 8080);
         let incoming = IncomingRequest {
             parts: &parts,
             path: parts.uri.path(),
             body: &self.body,
             host: &host,
-            peer_ip: self.peer_ip,
-            local_port: 8080,
+            connection: &connection,
             request_id: REQUEST_ID,
             trace_id: TRACE_ID,
             received: UNIX_EPOCH + Duration::from_secs(RECEIVED_SECS),

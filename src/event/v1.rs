@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -164,7 +163,7 @@ struct Identity<'a> {
     cognito_identity_id: Option<()>,
     cognito_identity_pool_id: Option<()>,
     principal_org_id: Option<()>,
-    source_ip: IpAddr,
+    source_ip: &'a str,
     user: Option<()>,
     user_agent: Cow<'a, str>,
     user_arn: Option<()>,
@@ -183,7 +182,7 @@ impl<'a> Identity<'a> {
             cognito_identity_id: None,
             cognito_identity_pool_id: None,
             principal_org_id: None,
-            source_ip: request.peer_ip,
+            source_ip: request.connection.source_ip(),
             user: None,
             user_agent: request
                 .parts

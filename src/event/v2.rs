@@ -4,7 +4,6 @@
 //! HTTP APIs") and the Lambda guide ("Invoking Lambda function URLs").
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -66,7 +65,7 @@ pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>
                 method: parts.method.as_str(),
                 path: raw_path,
                 protocol: protocol(parts.version),
-                source_ip: request.peer_ip,
+                source_ip: request.connection.source_ip(),
                 user_agent: parts
                     .headers
                     .get(header::USER_AGENT)
@@ -123,7 +122,7 @@ struct HttpDescription<'a> {
     method: &'a str,
     path: &'a str,
     protocol: &'static str,
-    source_ip: IpAddr,
+    source_ip: &'a str,
     user_agent: Cow<'a, str>,
 }
 

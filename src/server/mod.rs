@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::event::Format;
+use crate::event::{self, Format};
 use crate::metrics::{Metrics, RuleMetrics};
 use crate::router::RouteTable;
 use crate::target::aws::AwsTarget;
@@ -465,15 +465,21 @@ impl Connection {
         let _open = self.state.metrics.connection_opened();
         let activity = Arc::new(Activity::new());
         let service = {
-            let (state, activity) = (self.state.clone(), activity.clone());
-            let (peer, local_port, kind) = (self.peer, self.local_port, self.service);
+            // One handle per connection, cloned per request: cloning the shared `State`
+            // instead would bounce its reference count between the workers' cores.
+            let served = Arc::new((
+                self.state.clone(),
+                event::Connection::new(self.peer.ip(), self.local_port),
+            ));
+            let (activity, kind) = (activity.clone(), self.service);
             service_fn(move |request| {
-                let state = state.clone();
+                let served = served.clone();
                 let busy = activity.begin();
                 async move {
+                    let (state, connection) = &*served;
                     let response = match kind {
-                        Service::Http => pipeline::handle(&state, peer, local_port, request).await,
-                        Service::LambdaApi => lambda_api::handle(&state, request).await,
+                        Service::Http => pipeline::handle(state, connection, request).await,
+                        Service::LambdaApi => lambda_api::handle(state, request).await,
                     };
                     drop(busy);
                     Ok::<_, Infallible>(response)

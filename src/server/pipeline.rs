@@ -2,7 +2,6 @@
 //! event → invoke → response, with its log line and metrics. The rules themselves live in
 //! `router`, `event` and `target`; this is the order they run in, and the bounds around them.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +18,7 @@ use super::body::{self, ResponseBody};
 use super::{Proxy, Route, State};
 use crate::access_log;
 use crate::error::ProxyError;
-use crate::event::{FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
+use crate::event::{Connection, FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
 use crate::router::{Host, HostError, InternalRoute, internal_route};
 use crate::target::{Invoked, TargetError};
@@ -33,8 +32,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// One request from arrival to response.
 pub(super) async fn handle(
     state: &State,
-    peer: SocketAddr,
-    local_port: u16,
+    connection: &Connection,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
@@ -76,8 +74,7 @@ pub(super) async fn handle(
             let context = RequestContext {
                 parts: &parts,
                 host,
-                peer_ip: peer.ip().to_canonical(),
-                local_port,
+                connection,
                 request_id: &request_id,
             };
             let _running = route.metrics.in_flight();
@@ -140,8 +137,7 @@ fn request_host(parts: &http::request::Parts) -> Result<Host, ProxyError> {
 struct RequestContext<'a> {
     parts: &'a http::request::Parts,
     host: &'a Host,
-    peer_ip: IpAddr,
-    local_port: u16,
+    connection: &'a Connection,
     request_id: &'a str,
 }
 
@@ -202,8 +198,7 @@ async fn invoke(
         path,
         body: &body,
         host: context.host,
-        peer_ip: context.peer_ip,
-        local_port: context.local_port,
+        connection: context.connection,
         request_id: context.request_id,
         trace_id: &trace_id,
         received,

@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::event::Format;
+use crate::event::{Connection, Format};
 use crate::router::Host;
 use http::Version;
 use std::net::Ipv4Addr;
@@ -329,13 +329,13 @@ fn an_event_over_the_limit_is_refused_without_being_built_whole() {
         .unwrap()
         .into_parts();
     let host = Host::parse("h").unwrap();
+    let connection = Connection::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
     let incoming = |body: &'static [u8]| IncomingRequest {
         parts: &parts,
         path: "/",
         body,
         host: &host,
-        peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        local_port: 8080,
+        connection: &connection,
         request_id: "id",
         trace_id: TRACE_ID,
         received: UNIX_EPOCH,
