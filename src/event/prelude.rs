@@ -29,7 +29,12 @@ pub fn buffered_stream(payload: &Bytes) -> Option<Result<Response<Bytes>, EventE
     if payload.first() != Some(&b'{') {
         return None;
     }
-    let end = memchr::memmem::find(payload, &DELIMITER)?;
+    // JSON text holds no raw NUL byte, so the prelude ends at the first one. Looking for
+    // one byte is several times cheaper than setting up a search for all eight.
+    let end = memchr::memchr(0, payload)?;
+    if !payload[end..].starts_with(&DELIMITER) {
+        return None;
+    }
     let fields: HashMap<Cow<str>, &RawValue> = serde_json::from_slice(&payload[..end]).ok()?;
     let body = payload.slice(end + DELIMITER.len()..);
     Some(response(&fields, body))
@@ -151,10 +156,14 @@ mod tests {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], DEFAULT_CONTENT_TYPE);
         assert_eq!(response.body(), "raw");
+        let binary = buffered_stream(&streamed("{}", b"\0\0\0\0\0\0\0\0\0x"));
+        assert_eq!(binary.unwrap().unwrap().body(), &b"\0\0\0\0\0\0\0\0\0x"[..]);
         for payload in [
             &br#"{"statusCode":200,"body":"x"}"#[..],
             b"[1,2]",
             b"{not json\0\0\0\0\0\0\0\0body",
+            // Fewer than eight NULs are no delimiter, even with eight further on.
+            b"{}\0\0\0body\0\0\0\0\0\0\0\0",
             b"",
         ] {
             assert!(buffered_stream(&Bytes::from_static(payload)).is_none());

@@ -3,7 +3,7 @@
 
 mod pool;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -130,11 +130,16 @@ pub fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, TargetError> {
     }
 }
 
+/// Built once: `memmem::find` prepares its search anew on every call, which costs more than
+/// searching a small result.
+static ERROR_MESSAGE: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\"errorMessage\""));
+
 /// A JSON object with `errorType` and `errorMessage` and no `statusCode`. A function may
 /// return such fields as data, but only in a result that also has `statusCode`.
 fn function_error(body: &[u8]) -> Option<TargetError> {
     let looks_like_error = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-        && memchr::memmem::find(body, b"\"errorMessage\"").is_some();
+        && ERROR_MESSAGE.find(body).is_some();
     if !looks_like_error {
         return None;
     }
