@@ -4,6 +4,8 @@
 //! - `/error`: fails, as a handler error;
 //! - `/sleep/{ms}`: waits, then echoes;
 //! - `/exit`: ends the process mid-invocation;
+//! - `/hello`: the small text response `bench/run`'s stand-in endpoint also returns, so the
+//!   benchmark compares a command rule and a local rule on the same result;
 //! - `/barrier/{n}?dir=D`: marks its arrival in directory D, then waits (up to 10 s) until n
 //!   invocations have arrived, and fails if they do not: it succeeds only when n run at once;
 //! - anything else: a 200 response whose body is the whole event it received.
@@ -33,6 +35,13 @@ async fn handle(invocation: LambdaEvent<Value>) -> Result<Value, Error> {
     }
     if path == "/error" {
         return Err("boom from the rust function".into());
+    }
+    if path == "/hello" {
+        return Ok(json!({
+            "statusCode": 200,
+            "headers": {"content-type": "text/plain"},
+            "body": "hello from the function",
+        }));
     }
     if path == "/exit" {
         std::process::exit(3);
