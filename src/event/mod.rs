@@ -202,19 +202,54 @@ fn serialize_limited(
     body_len: usize,
     limit: usize,
 ) -> Result<Vec<u8>, EventTooLarge> {
-    /// What an event adds around the body, typically: headers, context, field names.
-    const EVENT_OVERHEAD: usize = 1024;
-    let capacity = (EVENT_OVERHEAD + body_len * 4 / 3).min(limit);
-    // The writer by value, not `&mut`: a forwarding `Write` impl between the serializer and
-    // the buffer is a call per key and punctuation mark that does not inline.
-    let mut serializer = serde_json::Serializer::new(LimitedWriter {
-        buffer: Vec::with_capacity(capacity),
-        limit,
-    });
-    event
-        .serialize(&mut serializer)
-        .map_err(|_| EventTooLarge)?;
-    Ok(serializer.into_inner().buffer)
+    let mut writer = EventWriter::new(body_len, limit);
+    writer.value(event)?;
+    writer.into_bytes()
+}
+
+/// An event written piece by piece: literal JSON text for its fixed shape, serialized values,
+/// never more than `limit` bytes in all.
+struct EventWriter {
+    out: LimitedWriter,
+    /// Set once the limit is passed: every later write is refused too.
+    over: bool,
+}
+
+impl EventWriter {
+    /// `body_len` sizes the buffer so it rarely grows.
+    fn new(body_len: usize, limit: usize) -> Self {
+        /// What an event adds around the body, typically: headers, context, field names.
+        const EVENT_OVERHEAD: usize = 1024;
+        let capacity = (EVENT_OVERHEAD + body_len * 4 / 3).min(limit);
+        EventWriter {
+            out: LimitedWriter {
+                buffer: Vec::with_capacity(capacity),
+                limit,
+            },
+            over: false,
+        }
+    }
+
+    /// JSON text written as it is: only ever the event's own punctuation and field names.
+    fn raw(&mut self, json: &str) {
+        use std::io::Write;
+        self.over |= self.out.write_all(json.as_bytes()).is_err();
+    }
+
+    fn value(&mut self, value: &(impl Serialize + ?Sized)) -> Result<(), EventTooLarge> {
+        if self.over || serde_json::to_writer(&mut self.out, value).is_err() {
+            self.over = true;
+            return Err(EventTooLarge);
+        }
+        Ok(())
+    }
+
+    fn into_bytes(self) -> Result<Vec<u8>, EventTooLarge> {
+        match self.over {
+            true => Err(EventTooLarge),
+            false => Ok(self.out.buffer),
+        }
+    }
 }
 
 #[cold]
@@ -371,6 +406,21 @@ mod tests {
             clf_time(at + Duration::from_secs(1)).as_str(),
             "12/Mar/2020:19:03:59 +0000"
         );
+    }
+
+    #[test]
+    fn an_event_writer_refuses_text_and_values_past_the_limit() {
+        let write = |limit| {
+            let mut event = EventWriter::new(0, limit);
+            event.raw(r#"{"a":"#);
+            let value = event.value("b");
+            event.raw("}");
+            (value, event.into_bytes())
+        };
+        assert_eq!(write(9), (Ok(()), Ok(br#"{"a":"b"}"#.to_vec())));
+        // The closing brace is one byte too many.
+        assert_eq!(write(8), (Ok(()), Err(EventTooLarge)));
+        assert_eq!(write(7), (Err(EventTooLarge), Err(EventTooLarge)));
     }
 
     #[test]

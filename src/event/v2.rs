@@ -9,18 +9,16 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::body::{EventBody, result_body};
 use super::headers::{self, JoinedValues, cookies};
 use super::{
-    ACCOUNT_ID, API_ID, EventError, EventTooLarge, IncomingRequest, MAX_EVENT_BYTES, domain_prefix,
-    parse_status, protocol, serialize_limited,
+    ACCOUNT_ID, API_ID, EventError, EventTooLarge, EventWriter, IncomingRequest, MAX_EVENT_BYTES,
+    domain_prefix, parse_status, protocol,
 };
 
-const ROUTE_KEY: &str = "$default";
-const STAGE: &str = "$default";
 /// The content type HTTP API gives a response that names none.
 const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
@@ -35,95 +33,76 @@ pub enum Flavor {
 
 /// Serializes the request as the payload 2.0 event the front door would send, or refuses once
 /// the event would pass [`MAX_EVENT_BYTES`]: it is never buffered beyond Lambda's limit.
+///
+/// The event's fixed shape is written as literal text and only its values go through the
+/// serializer: this is the default format, on every request, and serde spends as much on each
+/// field name as on its value.
 pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>, EventTooLarge> {
     let parts = request.parts;
     let raw_path = request.path;
     let raw_query = parts.uri.query().unwrap_or("");
     let body = EventBody::of(&parts.headers, request.body);
     let host = request.host.as_str();
-    let event = Event {
-        version: "2.0",
-        route_key: ROUTE_KEY,
-        raw_path,
-        raw_query_string: raw_query,
-        cookies: cookies(&parts.headers),
-        headers: JoinedValues {
-            request,
-            // HTTP API moves `cookie` to `cookies`; function URLs keep it in both.
-            skip_cookie: flavor == Flavor::HttpApi,
-        },
-        query_string_parameters: query_parameters(raw_query),
-        request_context: RequestContext {
-            account_id: ACCOUNT_ID,
-            api_id: match flavor {
-                Flavor::HttpApi => API_ID,
-                Flavor::FunctionUrl => domain_prefix(host),
-            },
-            domain_name: host,
-            domain_prefix: domain_prefix(host),
-            http: HttpDescription {
-                method: parts.method.as_str(),
-                path: raw_path,
-                protocol: protocol(parts.version),
-                source_ip: request.connection.source_ip(),
-                user_agent: parts
-                    .headers
-                    .get(header::USER_AGENT)
-                    .map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes())),
-            },
-            request_id: request.request_id,
-            route_key: ROUTE_KEY,
-            stage: STAGE,
-            time: super::clf_time(request.received),
-            time_epoch: crate::ids::epoch_millis(request.received),
-        },
-        is_base64_encoded: body.as_ref().is_some_and(EventBody::is_base64),
-        body,
-    };
-    serialize_limited(&event, request.body.len(), MAX_EVENT_BYTES)
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Event<'a> {
-    version: &'static str,
-    route_key: &'static str,
-    raw_path: &'a str,
-    raw_query_string: &'a str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    cookies: Vec<&'a str>,
-    headers: JoinedValues<'a>,
-    #[serde(skip_serializing_if = "IndexMap::is_empty")]
-    query_string_parameters: IndexMap<Cow<'a, str>, Cow<'a, str>>,
-    request_context: RequestContext<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<EventBody<'a>>,
-    is_base64_encoded: bool,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestContext<'a> {
-    account_id: &'static str,
-    api_id: &'a str,
-    domain_name: &'a str,
-    domain_prefix: &'a str,
-    http: HttpDescription<'a>,
-    request_id: &'a str,
-    route_key: &'static str,
-    stage: &'static str,
-    time: super::ClfTime,
-    time_epoch: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HttpDescription<'a> {
-    method: &'a str,
-    path: &'a str,
-    protocol: &'static str,
-    source_ip: &'a str,
-    user_agent: Cow<'a, str>,
+    let mut event = EventWriter::new(request.body.len(), MAX_EVENT_BYTES);
+    event.raw(r#"{"version":"2.0","routeKey":"$default","rawPath":"#);
+    event.value(raw_path)?;
+    event.raw(r#","rawQueryString":"#);
+    event.value(raw_query)?;
+    let cookies = cookies(&parts.headers);
+    if !cookies.is_empty() {
+        event.raw(r#","cookies":"#);
+        event.value(&cookies)?;
+    }
+    event.raw(r#","headers":"#);
+    event.value(&JoinedValues {
+        request,
+        // HTTP API moves `cookie` to `cookies`; function URLs keep it in both.
+        skip_cookie: flavor == Flavor::HttpApi,
+    })?;
+    let query = query_parameters(raw_query);
+    if !query.is_empty() {
+        event.raw(r#","queryStringParameters":"#);
+        event.value(&query)?;
+    }
+    event.raw(r#","requestContext":{"accountId":"#);
+    event.value(ACCOUNT_ID)?;
+    event.raw(r#","apiId":"#);
+    event.value(match flavor {
+        Flavor::HttpApi => API_ID,
+        Flavor::FunctionUrl => domain_prefix(host),
+    })?;
+    event.raw(r#","domainName":"#);
+    event.value(host)?;
+    event.raw(r#","domainPrefix":"#);
+    event.value(domain_prefix(host))?;
+    event.raw(r#","http":{"method":"#);
+    event.value(parts.method.as_str())?;
+    event.raw(r#","path":"#);
+    event.value(raw_path)?;
+    event.raw(r#","protocol":"#);
+    event.value(protocol(parts.version))?;
+    event.raw(r#","sourceIp":"#);
+    event.value(request.connection.source_ip())?;
+    event.raw(r#","userAgent":"#);
+    let user_agent = parts.headers.get(header::USER_AGENT);
+    event
+        .value(&user_agent.map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes())))?;
+    event.raw(r#"},"requestId":"#);
+    event.value(request.request_id)?;
+    event.raw(r#","routeKey":"$default","stage":"$default","time":"#);
+    event.value(&super::clf_time(request.received))?;
+    event.raw(r#","timeEpoch":"#);
+    event.value(&crate::ids::epoch_millis(request.received))?;
+    event.raw("}");
+    if let Some(body) = &body {
+        event.raw(r#","body":"#);
+        event.value(body)?;
+    }
+    event.raw(match body.as_ref().is_some_and(EventBody::is_base64) {
+        true => r#","isBase64Encoded":true}"#,
+        false => r#","isBase64Encoded":false}"#,
+    });
+    event.into_bytes()
 }
 
 /// Decoded parameters; a repeated key's values joined with `,` in arrival order.
