@@ -157,23 +157,6 @@ impl Serialize for AllValues<'_> {
     }
 }
 
-/// The request's headers as a map of each name's values joined with `,` (payload 2.0), with
-/// `cookie` left out when `skip_cookie` (HTTP API moves it to `cookies`).
-pub struct JoinedValues<'a> {
-    pub request: &'a IncomingRequest<'a>,
-    pub skip_cookie: bool,
-}
-
-impl Serialize for JoinedValues<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        for_each(self.request, self.skip_cookie, |name, values| {
-            map.serialize_entry(name, &values.joined(","))
-        })?;
-        map.end()
-    }
-}
-
 /// Every `name=value` pair of every Cookie header, in order.
 pub fn cookies(headers: &HeaderMap) -> Vec<&str> {
     headers

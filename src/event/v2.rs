@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::body::{EventBody, result_body};
-use super::headers::{self, JoinedValues, cookies};
+use super::headers::{self, cookies};
 use super::{
     ACCOUNT_ID, API_ID, EventError, EventTooLarge, EventWriter, IncomingRequest, MAX_EVENT_BYTES,
     domain_prefix, parse_status, protocol,
@@ -53,12 +53,19 @@ pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>
         event.raw(r#","cookies":"#);
         event.value(&cookies)?;
     }
-    event.raw(r#","headers":"#);
-    event.value(&JoinedValues {
-        request,
-        // HTTP API moves `cookie` to `cookies`; function URLs keep it in both.
-        skip_cookie: flavor == Flavor::HttpApi,
+    // Each name's values joined with `,`. HTTP API moves `cookie` to `cookies`; function URLs
+    // keep it in both.
+    event.raw(r#","headers":{"#);
+    let mut first = true;
+    headers::for_each(request, flavor == Flavor::HttpApi, |name, values| {
+        event.raw(if first { "\"" } else { ",\"" });
+        first = false;
+        // A header name is a token (RFC 9110 section 5.6.2): nothing in it needs escaping.
+        event.raw(name);
+        event.raw("\":");
+        event.value(&values.joined(","))
     })?;
+    event.raw("}");
     let query = query_parameters(raw_query);
     if !query.is_empty() {
         event.raw(r#","queryStringParameters":"#);
