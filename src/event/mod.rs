@@ -230,7 +230,8 @@ impl EventWriter {
         }
     }
 
-    /// JSON text written as it is: only ever the event's own punctuation and field names.
+    /// JSON text written as it is: only ever the event's own punctuation and field names, and
+    /// header names, which are tokens (nothing in them needs escaping).
     fn raw(&mut self, json: &str) {
         use std::io::Write;
         self.over |= self.out.write_all(json.as_bytes()).is_err();
