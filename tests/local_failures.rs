@@ -1,5 +1,5 @@
 //! The real lrp binary against a scripted RIE look-alike: every way a local function can fail,
-//! and what the client gets for it (HTTP API's answers, spec §4.4).
+//! and what the client gets for it (the status codes HTTP API answers with).
 
 mod common;
 

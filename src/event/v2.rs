@@ -60,7 +60,7 @@ pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>
     headers::for_each(request, flavor == Flavor::HttpApi, |name, values| {
         event.raw(if first { "\"" } else { ",\"" });
         first = false;
-        // A header name is a token (RFC 9110 section 5.6.2): nothing in it needs escaping.
+        // A header name is a token (RFC 9110 §5.6.2): nothing in it needs escaping.
         event.raw(name);
         event.raw("\":");
         event.value(&values.joined(","))
@@ -148,7 +148,8 @@ struct RawResult<'a> {
     is_base64_encoded: Option<&'a RawValue>,
 }
 
-/// Turns a function's result into the response HTTP API would send (spec §4.1).
+/// Turns a function's result into the response HTTP API would send (the API Gateway guide,
+/// "Lambda function response for format 2.0").
 pub fn from_result(payload: Bytes) -> Result<Response<Bytes>, EventError> {
     let malformed = |why: String| EventError::Malformed(why);
     let first = payload.iter().find(|b| !b.is_ascii_whitespace());

@@ -210,10 +210,9 @@ impl Admitted<'_> {
 /// Builds targets from rules, sharing what rules may share: one [`Limiter`] per endpoint
 /// however many hostnames point at it, and one AWS client per region. (Connections to
 /// endpoints belong to the worker threads: see `rie::pool`.) It lives as long as the server,
-/// so a reload keeps them: an invocation
-/// still running on the old rule table holds a slot of the same limiter the new table uses
-/// (a reload that changes the limits changes them in place), and an RIE never sees more
-/// invocations at once than its `concurrency`.
+/// so a reload keeps them: an invocation still running on the old rule table holds a slot of
+/// the same limiter the new table uses (a reload that changes the limits changes them in
+/// place), and an RIE never sees more invocations at once than its `concurrency`.
 pub struct TargetFactory {
     rie_limiters: HashMap<String, Arc<Limiter>>,
     /// Loaded with the first `aws:` rule (a file without one does no AWS SDK work at all),

@@ -94,8 +94,8 @@ impl RieTarget {
     }
 }
 
-/// RIE and its look-alikes report failures in several ways (spec §5.2, peers.md §3 and §6);
-/// this recognises each of them.
+/// RIE and its look-alikes (the Runtime Interface Emulator, cargo-lambda's emulator) report
+/// failures in several ways; this recognises each of them.
 pub fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, TargetError> {
     match status {
         StatusCode::OK => {
