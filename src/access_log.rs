@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::Level;
 
+use crate::ids::epoch_seconds;
+
 /// The target the lines are filtered by (`RUST_LOG=lrp::access=warn` keeps only failures).
 pub const TARGET: &str = "lrp::access";
 
@@ -200,19 +202,15 @@ impl Drop for Lines {
     }
 }
 
-fn unix_second(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
 /// `2026-11-30T18:11:18`
 const SECOND_LEN: usize = 19;
 
 impl Lines {
     /// Adds the line `write` writes at `now`; true when the buffer should go out now.
     fn append(&mut self, now: SystemTime, write: impl FnOnce(&mut Lines)) -> bool {
-        let oldest = *self.oldest.get_or_insert_with(|| unix_second(now));
+        let oldest = *self.oldest.get_or_insert_with(|| epoch_seconds(now));
         write(self);
-        self.buffer.len() >= FLUSH_BYTES || unix_second(now) > oldest
+        self.buffer.len() >= FLUSH_BYTES || epoch_seconds(now) > oldest
     }
 
     fn flush(&mut self) {

@@ -28,7 +28,7 @@ pub fn trace_id(at: SystemTime) -> String {
             text.push(char::from_digit(digit as u32, 16).unwrap_or('0'));
         }
     }
-    let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let seconds = epoch_seconds(at);
     let mut text = String::with_capacity(PREFIX.len() + 8 + 1 + 24);
     text.push_str(PREFIX);
     push_hex(&mut text, u128::from(seconds & 0xffff_ffff), 8);
@@ -43,6 +43,11 @@ pub fn trace_id_of(headers: &http::HeaderMap, at: SystemTime) -> String {
         .get(&crate::event::TRACE_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| trace_id(at), str::to_owned)
+}
+
+/// Whole seconds since the epoch (0 for a time before it).
+pub fn epoch_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Milliseconds since the epoch.

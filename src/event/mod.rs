@@ -291,9 +291,7 @@ fn clf_time(at: SystemTime) -> ClfTime {
     thread_local! {
         static LAST: std::cell::Cell<Option<(u64, ClfTime)>> = const { std::cell::Cell::new(None) };
     }
-    let second = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let second = crate::ids::epoch_seconds(at);
     LAST.with(|last| match last.get() {
         Some((cached, text)) if cached == second => text,
         _ => {
