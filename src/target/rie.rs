@@ -1,27 +1,22 @@
 //! Local functions behind an RIE-compatible endpoint: the Runtime Interface Emulator in a Lambda
 //! container image, the cargo-lambda emulator, or anything serving the Invoke path over HTTP.
 
+mod http1;
 mod pool;
 
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::uri::Authority;
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http::{StatusCode, Uri};
 use tokio::time::Instant;
 
 use super::admission::{Limiter, Ticket};
 use super::{ErrorObject, TargetError, excerpt};
-use crate::event::MAX_RESULT_BYTES;
-use pool::SendError;
+use http1::ExchangeError;
+use pool::{Endpoint, SendError};
 
 pub struct RieTarget {
-    authority: Authority,
-    /// The invoke path, as the request line carries it.
-    path: Uri,
-    host: HeaderValue,
+    endpoint: Arc<Endpoint>,
     /// In-flight invocations allowed at the endpoint (RIE itself serves one at a time),
     /// shared by every rule that names it.
     limiter: Arc<Limiter>,
@@ -30,19 +25,31 @@ pub struct RieTarget {
 impl RieTarget {
     /// `invoke_uri` is absolute: `http://host:port/2015-03-31/functions/NAME/invocations`.
     pub fn new(invoke_uri: &Uri, limiter: Arc<Limiter>) -> Self {
-        // In lower case, as the connection pool keys endpoints by their text.
         let authority = invoke_uri
             .authority()
-            .and_then(|authority| authority.as_str().to_ascii_lowercase().parse().ok())
-            .unwrap_or_else(|| Authority::from_static("localhost"));
+            .map_or("localhost".into(), |authority| {
+                authority.as_str().to_ascii_lowercase()
+            });
         let path = invoke_uri
             .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()));
+            .map_or("/", |path| path.as_str());
+        let head_start = format!(
+            "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: "
+        );
+        let endpoint = Endpoint {
+            // An IPv6 address without its brackets, as name resolution takes it.
+            host: invoke_uri
+                .host()
+                .map_or("localhost", |host| {
+                    host.trim_start_matches('[').trim_end_matches(']')
+                })
+                .into(),
+            port: invoke_uri.port_u16().unwrap_or(80),
+            authority: authority.into(),
+            head_start: head_start.into_bytes().into(),
+        };
         RieTarget {
-            host: HeaderValue::from_str(authority.as_str())
-                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-            authority,
-            path,
+            endpoint: Arc::new(endpoint),
             limiter,
         }
     }
@@ -57,38 +64,16 @@ impl RieTarget {
         event: Bytes,
         deadline: Instant,
     ) -> Result<Bytes, TargetError> {
-        let mut request = Request::new(Full::new(event));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.path.clone();
-        let headers = request.headers_mut();
-        headers.insert(header::HOST, self.host.clone());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let authority = self.authority.clone();
+        let endpoint = self.endpoint.clone();
         ticket
             .run(deadline, |slot| async move {
                 let _slot = slot;
-                let (response, connection) =
-                    pool::send(&authority, request).await.map_err(|e| match e {
-                        SendError::Connect(cause) => TargetError::Unreachable(cause),
-                        SendError::Transport(cause) => TargetError::Transport(cause),
-                    })?;
-                let status = response.status();
-                let body = Limited::new(response.into_body(), MAX_RESULT_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        if e.downcast_ref::<LengthLimitError>().is_some() {
-                            TargetError::ResultTooLarge
-                        } else {
-                            TargetError::Transport(e.to_string())
-                        }
-                    })?
-                    .to_bytes();
-                connection.release(&authority);
-                classify(status, body)
+                let response = pool::send(&endpoint, event).await.map_err(|e| match e {
+                    SendError::Connect(cause) => TargetError::Unreachable(cause),
+                    SendError::Exchange(ExchangeError::TooLarge) => TargetError::ResultTooLarge,
+                    SendError::Exchange(e) => TargetError::Transport(e.to_string()),
+                })?;
+                classify(response.status, response.body)
             })
             .await
     }
@@ -159,6 +144,28 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             Bytes::copy_from_slice(body.as_bytes()),
         )
+    }
+
+    #[test]
+    fn the_endpoint_and_request_head_come_from_the_invoke_uri() {
+        let uri = Uri::from_static("http://[::1]:9001/2015-03-31/functions/F/invocations?q=1");
+        let target = RieTarget::new(&uri, Limiter::new(1, 0));
+        let endpoint = &target.endpoint;
+        assert_eq!(
+            (&*endpoint.authority, &*endpoint.host, endpoint.port),
+            ("[::1]:9001", "::1", 9001)
+        );
+        assert_eq!(
+            std::str::from_utf8(&endpoint.head_start).unwrap(),
+            "POST /2015-03-31/functions/F/invocations?q=1 HTTP/1.1\r\nhost: [::1]:9001\r\n\
+             content-type: application/json\r\ncontent-length: "
+        );
+        let named = RieTarget::new(&Uri::from_static("http://RIE.local/x"), Limiter::new(1, 0));
+        let endpoint = &named.endpoint;
+        assert_eq!(
+            (&*endpoint.authority, &*endpoint.host, endpoint.port),
+            ("rie.local", "RIE.local", 80)
+        );
     }
 
     #[test]

@@ -1,22 +1,18 @@
-//! Keep-alive HTTP/1.1 connections to local endpoints, owned by the worker thread that opened
-//! them: hyper's bare client connections (`hyper::client::conn::http1`), each driven by a task
-//! on the worker's own runtime, and a thread-local list of the idle ones per endpoint. A
-//! request never waits on another thread, and no lock or shared pool is touched.
+//! Keep-alive connections to local endpoints, owned by the worker thread that opened them: a
+//! thread-local list of the idle ones per endpoint. A request uses a connection in its own
+//! task and gives it back once its response is read whole; no other task, thread, lock or
+//! shared pool is involved.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
-use http::uri::Authority;
-use http_body_util::Full;
-use hyper::Response;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use super::http1::{self, ExchangeError, Response};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// An idle connection is not reused after this long (the endpoint may have forgotten it).
@@ -24,122 +20,106 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections one worker keeps per endpoint, at most.
 const MAX_IDLE: usize = 1024;
 
-type Sender = SendRequest<Full<Bytes>>;
 /// An endpoint's idle connections, each with the time it became idle.
-type Idle = Vec<(Sender, Instant)>;
+type Idle = Vec<(TcpStream, Instant)>;
 
 thread_local! {
-    /// Keyed by the authority's text, hashed in one piece: `Authority`'s own case-folding
-    /// `Hash` feeds the hasher a byte at a time. Callers pass authorities in lower case.
+    /// Keyed by the endpoint's authority in lower case.
     static IDLE: RefCell<HashMap<Box<str>, Idle>> = RefCell::new(HashMap::new());
 }
 
-#[derive(Debug)]
+/// Where requests go: `host:port`, and the request head up to its `content-length` value.
+pub struct Endpoint {
+    /// The authority in lower case: the key of its idle connections.
+    pub authority: Box<str>,
+    pub host: Box<str>,
+    pub port: u16,
+    pub head_start: Box<[u8]>,
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// No connection could be opened: nothing was sent.
+    #[error("{0}")]
     Connect(String),
     /// The request or its response failed on an open connection.
-    Transport(String),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
 }
 
-/// A connection a response is being read from; [`Connection::release`] gives it back.
-pub struct Connection {
-    sender: Sender,
-}
-
-/// Sends `request` to `authority` on an idle connection of this thread's, else a new one.
-/// A request that an idle connection closed before it was written goes to the next one.
-pub async fn send(
-    authority: &Authority,
-    mut request: Request<Full<Bytes>>,
-) -> Result<(Response<Incoming>, Connection), SendError> {
-    while let Some(mut sender) = take_idle(authority) {
-        if sender.ready().await.is_err() {
-            continue;
-        }
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, Connection { sender })),
-            Err(mut error) => match error.take_message() {
-                Some(unsent) => request = unsent,
-                None => return Err(SendError::Transport(error_chain(error.error()))),
-            },
+/// Sends `event` to `endpoint` on an idle connection of this thread's, else a new one, and
+/// reads the response. A request that an idle connection refused before any byte of it was
+/// written goes to the next one.
+pub async fn send(endpoint: &Endpoint, event: Bytes) -> Result<Response, SendError> {
+    while let Some(mut stream) = take_idle(&endpoint.authority) {
+        match http1::exchange(&mut stream, &endpoint.head_start, event.clone()).await {
+            Err(ExchangeError::Unsent(_)) => continue,
+            result => return finish(endpoint, stream, result?),
         }
     }
-    let mut sender = connect(authority).await?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| SendError::Transport(error_chain(&e)))?;
-    Ok((response, Connection { sender }))
+    let mut stream = connect(endpoint).await?;
+    let response = http1::exchange(&mut stream, &endpoint.head_start, event).await?;
+    finish(endpoint, stream, response)
 }
 
-impl Connection {
-    /// Keeps the connection for the next request to `authority`, the endpoint it was sent
-    /// to. Call it only once the response has been read to its end; a dropped `Connection`
-    /// is closed instead.
-    pub fn release(self, authority: &Authority) {
-        if self.sender.is_closed() {
-            return;
-        }
-        IDLE.with_borrow_mut(|idle| {
-            let senders = match idle.get_mut(authority.as_str()) {
-                Some(senders) => senders,
-                None => idle.entry(authority.as_str().into()).or_default(),
-            };
-            if senders.len() < MAX_IDLE {
-                senders.push((self.sender, Instant::now()));
-            }
-        });
+fn finish(
+    endpoint: &Endpoint,
+    stream: TcpStream,
+    response: Response,
+) -> Result<Response, SendError> {
+    if response.reusable {
+        release(&endpoint.authority, stream);
     }
+    Ok(response)
+}
+
+fn release(authority: &str, stream: TcpStream) {
+    IDLE.with_borrow_mut(|idle| {
+        let streams = match idle.get_mut(authority) {
+            Some(streams) => streams,
+            None => idle.entry(authority.into()).or_default(),
+        };
+        if streams.len() < MAX_IDLE {
+            streams.push((stream, Instant::now()));
+        }
+    });
 }
 
 /// The most recently used idle connection that is still open and fresh; older or closed
 /// ones met on the way are dropped, which closes them.
-fn take_idle(authority: &Authority) -> Option<Sender> {
+fn take_idle(authority: &str) -> Option<TcpStream> {
     IDLE.with_borrow_mut(|idle| {
-        let senders = idle.get_mut(authority.as_str())?;
-        while let Some((sender, since)) = senders.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
+        let streams = idle.get_mut(authority)?;
+        while let Some((stream, since)) = streams.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && is_open(&stream) {
+                return Some(stream);
             }
         }
         None
     })
 }
 
-async fn connect(authority: &Authority) -> Result<Sender, SendError> {
-    let address = (authority.host(), authority.port_u16().unwrap_or(80));
+/// An idle connection is open while it has nothing to read. The check costs no system call
+/// unless the reactor saw the socket become readable: the endpoint closed it, or wrote to it
+/// out of turn, and either way it is not reused.
+fn is_open(stream: &TcpStream) -> bool {
+    matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<TcpStream, SendError> {
+    let authority = &endpoint.authority;
+    let address = (&*endpoint.host, endpoint.port);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| SendError::Connect(format!("connecting to {authority} timed out")))?
         .map_err(|e| SendError::Connect(format!("cannot connect to {authority}: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| SendError::Connect(error_chain(&e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "a connection to an endpoint ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    Ok(stream)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -147,9 +127,9 @@ mod tests {
 
     /// An endpoint that answers `ok` to every request, closing each connection after
     /// `per_connection` answers; it counts the connections it accepted.
-    async fn endpoint(per_connection: usize) -> (Authority, Arc<AtomicUsize>) {
+    async fn endpoint(per_connection: usize) -> (Endpoint, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let address = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
         tokio::spawn(async move {
@@ -170,43 +150,54 @@ mod tests {
                 });
             }
         });
-        (authority, accepted)
+        let endpoint = Endpoint {
+            authority: address.to_string().into(),
+            host: address.ip().to_string().into(),
+            port: address.port(),
+            head_start: b"POST /invocations HTTP/1.1\r\ncontent-length: "[..].into(),
+        };
+        (endpoint, accepted)
     }
 
-    async fn post(authority: &Authority) -> Result<Bytes, SendError> {
-        let request = Request::post("/invocations")
-            .header(http::header::HOST, authority.as_str())
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .unwrap();
-        let (response, connection) = send(authority, request).await?;
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        connection.release(authority);
-        Ok(body)
+    async fn post(endpoint: &Endpoint) -> Result<Bytes, SendError> {
+        Ok(send(endpoint, Bytes::from_static(b"{}")).await?.body)
     }
 
     #[tokio::test]
     async fn a_connection_is_reused_once_its_response_is_read() {
-        let (authority, accepted) = endpoint(usize::MAX).await;
+        let (endpoint, accepted) = endpoint(usize::MAX).await;
         for _ in 0..3 {
-            assert_eq!(post(&authority).await.unwrap(), "ok");
+            assert_eq!(post(&endpoint).await.unwrap(), "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_connection_the_endpoint_closed_is_replaced_without_failing_the_request() {
-        let (authority, accepted) = endpoint(1).await;
-        for _ in 0..3 {
-            assert_eq!(post(&authority).await.unwrap(), "ok");
+        let (endpoint, accepted) = endpoint(1).await;
+        for expected_connections in 1..=3 {
+            assert_eq!(post(&endpoint).await.unwrap(), "ok");
+            // The reactor must have seen the close before the next request looks.
+            let kept = IDLE
+                .with_borrow_mut(|idle| idle.get_mut(&endpoint.authority)?.pop())
+                .expect("the connection was kept");
+            kept.0.readable().await.unwrap();
+            IDLE.with_borrow_mut(|idle| idle.get_mut(&endpoint.authority).unwrap().push(kept));
+            assert_eq!(accepted.load(Ordering::SeqCst), expected_connections);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn an_endpoint_that_is_not_listening_is_a_connect_error() {
         let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let authority: Authority = unused.local_addr().unwrap().to_string().parse().unwrap();
+        let address = unused.local_addr().unwrap();
         drop(unused);
-        assert!(matches!(post(&authority).await, Err(SendError::Connect(_))));
+        let endpoint = Endpoint {
+            authority: address.to_string().into(),
+            host: address.ip().to_string().into(),
+            port: address.port(),
+            head_start: Box::default(),
+        };
+        assert!(matches!(post(&endpoint).await, Err(SendError::Connect(_))));
     }
 }
