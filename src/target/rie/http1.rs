@@ -7,6 +7,7 @@
 //! exchange runs in the request's own task on the connection it owns.
 
 use std::io;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
@@ -94,14 +95,16 @@ pub async fn read_response<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<Response, ExchangeError> {
     let mut buffer = BytesMut::with_capacity(FIRST_READ_BYTES);
+    let mut read_first = true;
     let head = loop {
+        if read_first {
+            read_more(stream, &mut buffer, FIRST_READ_BYTES).await?;
+        }
         match parse_head(&buffer)? {
-            None => {
-                if buffer.len() >= MAX_HEAD_BYTES {
-                    return Err(ExchangeError::Malformed("the response head exceeds 64 KiB"));
-                }
-                read_more(stream, &mut buffer, FIRST_READ_BYTES).await?;
+            None if buffer.len() >= MAX_HEAD_BYTES => {
+                return Err(ExchangeError::Malformed("the response head exceeds 64 KiB"));
             }
+            None => read_first = true,
             Some((length, head)) => {
                 buffer.advance(length);
                 // An interim response (100 Continue, 103 Early Hints) precedes the real one.
@@ -109,6 +112,7 @@ pub async fn read_response<S: AsyncRead + Unpin>(
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(ExchangeError::Malformed("the endpoint switched protocols"));
                     }
+                    read_first = buffer.is_empty();
                     continue;
                 }
                 break head;
@@ -130,9 +134,15 @@ pub async fn read_response<S: AsyncRead + Unpin>(
 
 /// The response head at the start of `bytes` and its length, if it is all there.
 fn parse_head(bytes: &[u8]) -> Result<Option<(usize, Head)>, ExchangeError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let length = match response.parse(bytes) {
+    // Left uninitialised: initialising 64 headers costs more than parsing a short head.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        bytes,
+        &mut headers,
+    );
+    let length = match parsed {
         Ok(Status::Complete(length)) => length,
         Ok(Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {

@@ -4,7 +4,7 @@
 //! shared pool is involved.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::io;
 use std::time::Duration;
 
