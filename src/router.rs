@@ -21,12 +21,9 @@ impl Host {
             return Err(HostError::Repeated);
         }
         let header = header
-            .map(|value| {
-                value
-                    .to_str()
-                    .ok()
-                    .filter(|text| text.is_empty() || is_uri_host(text))
-                    .ok_or(HostError::Invalid)
+            .map(|value| match value.to_str() {
+                Ok(text) if text.is_empty() || is_uri_host(text.as_bytes()) => Ok(text),
+                _ => Err(HostError::Invalid),
             })
             .transpose()?;
         let raw = match uri.authority() {
@@ -76,17 +73,42 @@ pub enum HostError {
     Invalid,
 }
 
-/// `uri-host [ ":" port ]` (RFC 9112 §3.2): an authority without user information, whose
-/// port, if any, is digits.
-fn is_uri_host(text: &str) -> bool {
-    let Ok(authority) = text.parse::<http::uri::Authority>() else {
-        return false;
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2): an IP literal in brackets or a registered name
+/// (RFC 3986 §3.2.2), then digits after a colon, if any.
+fn is_uri_host(text: &[u8]) -> bool {
+    let (host_ok, port) = match text.strip_prefix(b"[") {
+        Some(literal) => match memchr::memchr(b']', literal) {
+            Some(end) => (
+                end > 0 && literal[..end].iter().all(|&b| is_literal_byte(b)),
+                &literal[end + 1..],
+            ),
+            None => return false,
+        },
+        None => {
+            let (name, port) = match memchr::memrchr(b':', text) {
+                Some(colon) => text.split_at(colon),
+                None => (text, &b""[..]),
+            };
+            (name.iter().all(|&b| is_reg_name_byte(b)), port)
+        }
     };
-    let port = &text[authority.host().len()..];
-    !text.contains('@')
-        && port.strip_prefix(':').map_or(port.is_empty(), |digits| {
-            digits.bytes().all(|b| b.is_ascii_digit())
-        })
+    host_ok
+        && match port.split_first() {
+            None => true,
+            Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
+}
+
+/// `unreserved / pct-encoded / sub-delims` (RFC 3986 §3.2.2), the percent sign standing for
+/// a pct-encoded octet.
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+}
+
+/// What an IPv6 address or an `IPvFuture` literal is made of (RFC 3986 §3.2.2).
+fn is_literal_byte(b: u8) -> bool {
+    is_reg_name_byte(b) || b == b':'
 }
 
 /// A rule's hostname: an exact name, or `*.suffix` for any subdomain of `suffix`.
@@ -355,7 +377,10 @@ mod tests {
             Err(HostError::Repeated)
         );
         assert_eq!(Host::of_request(&absolute, &two), Err(HostError::Repeated));
-        for invalid in ["a b", "user@a", "a/b", "a:port"] {
+        for invalid in [
+            "a b", "user@a", "a/b", "a:port", "a:80:81", "[::1", "[]", "[::1]x", "a?", "a#b",
+            "a\\b",
+        ] {
             let mut headers = HeaderMap::new();
             headers.insert(http::header::HOST, invalid.parse().unwrap());
             assert_eq!(
@@ -370,6 +395,9 @@ mod tests {
             "[::1]:8080",
             "127.0.0.1",
             "xn--bcher-kva.example",
+            "[v1.fe80::a+en1]",
+            "a:",
+            "my_service",
         ] {
             let mut headers = HeaderMap::new();
             headers.insert(http::header::HOST, valid.parse().unwrap());

@@ -188,7 +188,7 @@ impl<'a> Identity<'a> {
                 .parts
                 .headers
                 .get(header::USER_AGENT)
-                .map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes())),
+                .map_or(Cow::Borrowed(""), headers::value_text),
             user_arn: None,
         }
     }

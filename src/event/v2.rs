@@ -92,8 +92,7 @@ pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>
     event.value(request.connection.source_ip())?;
     event.raw(r#","userAgent":"#);
     let user_agent = parts.headers.get(header::USER_AGENT);
-    event
-        .value(&user_agent.map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes())))?;
+    event.value(&user_agent.map_or(Cow::Borrowed(""), headers::value_text))?;
     event.raw(r#"},"requestId":"#);
     event.value(request.request_id)?;
     event.raw(r#","routeKey":"$default","stage":"$default","time":"#);

@@ -3,8 +3,8 @@
 //! task and gives it back once its response is read whole; no other task, thread, lock or
 //! shared pool is involved.
 
-use std::cell::RefCell;
 use foldhash::{HashMap, HashMapExt};
+use std::cell::RefCell;
 use std::io;
 use std::time::Duration;
 
