@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -30,6 +30,15 @@ use crate::target::ErrorObject;
 use crate::target::stream::{ChunkSender, StreamError};
 
 const PREFIX: &str = "/2018-06-01/runtime";
+// The Runtime API's headers, built at compile time: a name given as `&str` is parsed again
+// on every use.
+const REQUEST_ID: HeaderName = HeaderName::from_static("lambda-runtime-aws-request-id");
+const DEADLINE_MS: HeaderName = HeaderName::from_static("lambda-runtime-deadline-ms");
+const FUNCTION_ARN: HeaderName = HeaderName::from_static("lambda-runtime-invoked-function-arn");
+const TRACE_ID: HeaderName = HeaderName::from_static("lambda-runtime-trace-id");
+const RESPONSE_MODE: HeaderName = HeaderName::from_static("lambda-runtime-function-response-mode");
+const ERROR_TYPE: HeaderName = HeaderName::from_static("lambda-runtime-function-error-type");
+const ERROR_BODY: HeaderName = HeaderName::from_static("lambda-runtime-function-error-body");
 const EXTENSION_PREFIX: &str = "/2020-01-01/extension";
 
 /// One invocation on its way to the runtime.
@@ -78,6 +87,8 @@ struct Current {
 
 pub struct RuntimeApi {
     function_arn: String,
+    /// The same, as `/next` sends it.
+    function_arn_header: Option<HeaderValue>,
     next: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
     current: Mutex<Option<Current>>,
     death: Arc<watch::Sender<Option<Death>>>,
@@ -90,6 +101,7 @@ impl RuntimeApi {
         death: Arc<watch::Sender<Option<Death>>>,
     ) -> Self {
         RuntimeApi {
+            function_arn_header: HeaderValue::from_str(&function_arn).ok(),
             function_arn,
             next: tokio::sync::Mutex::new(next),
             current: Mutex::new(None),
@@ -226,22 +238,15 @@ impl RuntimeApi {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let values = [
-            ("lambda-runtime-aws-request-id", invocation.request_id),
-            (
-                "lambda-runtime-deadline-ms",
-                invocation.deadline_epoch_ms.to_string(),
-            ),
-            (
-                "lambda-runtime-invoked-function-arn",
-                self.function_arn.clone(),
-            ),
-            ("lambda-runtime-trace-id", invocation.trace_id),
-        ];
-        for (name, value) in values {
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(name, value);
-            }
+        if let Ok(request_id) = HeaderValue::try_from(invocation.request_id) {
+            headers.insert(REQUEST_ID, request_id);
+        }
+        headers.insert(DEADLINE_MS, HeaderValue::from(invocation.deadline_epoch_ms));
+        if let Some(function_arn) = &self.function_arn_header {
+            headers.insert(FUNCTION_ARN, function_arn.clone());
+        }
+        if let Ok(trace_id) = HeaderValue::try_from(invocation.trace_id) {
+            headers.insert(TRACE_ID, trace_id);
         }
         response
     }
@@ -253,7 +258,7 @@ impl RuntimeApi {
     ) -> Response<Full<Bytes>> {
         let streaming = request
             .headers()
-            .get("lambda-runtime-function-response-mode")
+            .get(RESPONSE_MODE)
             .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"));
         if streaming {
             return self.settle_stream(request_id, request).await;
@@ -408,11 +413,11 @@ async fn forward_stream(mut body: Incoming, mut sender: ChunkSender) {
 /// The error a runtime reports in a stream's trailers: its type, and its JSON body in base64.
 fn trailer_error(trailers: &http::HeaderMap) -> Option<StreamError> {
     let error_type = trailers
-        .get("lambda-runtime-function-error-type")
+        .get(ERROR_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)?;
     let body = trailers
-        .get("lambda-runtime-function-error-body")
+        .get(ERROR_BODY)
         .and_then(|v| {
             base64::engine::general_purpose::STANDARD
                 .decode(v.as_bytes())
@@ -442,7 +447,7 @@ async fn read_limited(body: Incoming) -> Result<Bytes, BodyError> {
 fn error_type_header(request: &Request<Incoming>) -> Option<String> {
     request
         .headers()
-        .get("lambda-runtime-function-error-type")
+        .get(ERROR_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
