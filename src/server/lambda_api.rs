@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -27,6 +27,13 @@ const PATH_SUFFIX: &str = "/invocations";
 const MAX_EVENT_PAYLOAD: usize = 1024 * 1024;
 /// The only version a function lrp runs has.
 const LATEST: &str = "$LATEST";
+// The Invoke API's headers, built at compile time rather than parsed from `&str` per use.
+const ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
+const INVOCATION_TYPE: HeaderName = HeaderName::from_static("x-amz-invocation-type");
+const LOG_TYPE: HeaderName = HeaderName::from_static("x-amz-log-type");
+const LOG_RESULT: HeaderName = HeaderName::from_static("x-amz-log-result");
+const EXECUTED_VERSION: HeaderName = HeaderName::from_static("x-amz-executed-version");
+const FUNCTION_ERROR: HeaderName = HeaderName::from_static("x-amz-function-error");
 
 /// One Invoke API request, with its log line.
 pub(super) async fn handle(state: &State, request: Request<Incoming>) -> Response<ResponseBody> {
@@ -123,7 +130,7 @@ impl ApiError {
         let mut response = crate::error::json_response(status, body.to_string());
         response
             .headers_mut()
-            .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+            .insert(ERROR_TYPE, HeaderValue::from_static(error_type));
         response.map(ResponseBody::whole)
     }
 }
@@ -140,10 +147,7 @@ enum InvocationType {
 
 impl InvocationType {
     fn of(headers: &http::HeaderMap) -> Result<Self, ApiError> {
-        match headers
-            .get("x-amz-invocation-type")
-            .map(HeaderValue::as_bytes)
-        {
+        match headers.get(INVOCATION_TYPE).map(HeaderValue::as_bytes) {
             None | Some(b"RequestResponse") => Ok(InvocationType::RequestResponse),
             Some(b"Event") => Ok(InvocationType::Event),
             Some(b"DryRun") => Ok(InvocationType::DryRun),
@@ -252,7 +256,7 @@ async fn invoke(
     let admitted = route.target.admit().map_err(refusal)?;
     let tail = parts
         .headers
-        .get("x-amz-log-type")
+        .get(LOG_TYPE)
         .is_some_and(|t| t.as_bytes() == b"Tail");
     let log: Option<LogTail> = tail.then(LogTail::default);
     let invoked = admitted.invoke_logged(payload, deadline, &trace_id, log.clone());
@@ -273,7 +277,7 @@ async fn invoke(
     if let Some(log) = log {
         let encoded = base64::engine::general_purpose::STANDARD.encode(log);
         if let Ok(value) = HeaderValue::from_str(&encoded) {
-            response.headers_mut().insert("x-amz-log-result", value);
+            response.headers_mut().insert(LOG_RESULT, value);
         }
     }
     Ok((function, kind.name(), response))
@@ -358,9 +362,9 @@ fn answer(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert("x-amz-executed-version", HeaderValue::from_static(LATEST));
+    headers.insert(EXECUTED_VERSION, HeaderValue::from_static(LATEST));
     if let Some(kind) = function_error {
-        headers.insert("x-amz-function-error", HeaderValue::from_static(kind));
+        headers.insert(FUNCTION_ERROR, HeaderValue::from_static(kind));
     }
     response
 }
