@@ -1,7 +1,8 @@
 //! What no client, function or configuration may do to lrp: leak queue places by giving up,
 //! get a body read past a full queue, stretch a request past its one deadline, smuggle a
 //! second Host, open a tunnel, send a 1xx as a final answer, flood the log, or hold more
-//! connections than `max_connections`. Each test drives the real binary over real sockets.
+//! connections than `max_connections` or a request head longer than 30 s. Each test drives the
+//! real binary over real sockets.
 
 mod common;
 
@@ -280,4 +281,37 @@ async fn idle_connections_are_closed_http1_and_http2() {
         "the idle HTTP/2 connection was closed (GOAWAY)"
     );
     lrp.wait_metric("lrp_open_connections", 1).await;
+}
+
+/// A request head has 30 s from its first byte, and then the connection is closed without an
+/// answer; a keep-alive connection waiting for its next request is bounded only by
+/// `connection_idle_timeout` (hyper's own head timer, which lrp does not use, would close it
+/// after 30 s idle too).
+#[tokio::test]
+async fn a_slow_head_is_cut_off_at_30_s_and_an_idle_connection_outlives_it() {
+    let lrp = Lrp::start("connection_idle_timeout: 100s\n");
+    let ping = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut idle = TcpStream::connect(lrp.addr).await.unwrap();
+    idle.write_all(ping).await.unwrap();
+    assert!(read_head(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let mut pong = [0u8; 4];
+    idle.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"pong");
+
+    let mut slow = TcpStream::connect(lrp.addr).await.unwrap();
+    slow.write_all(b"GET /ping HTTP/1.1\r\n").await.unwrap();
+    let first_byte = Instant::now();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the slow head's connection was closed");
+    assert!(answer.is_empty(), "without an answer");
+    assert!(
+        first_byte.elapsed() >= Duration::from_secs(29),
+        "not before its 30 s: {:?}",
+        first_byte.elapsed()
+    );
+
+    // Idle for longer than the slow head had, and still served.
+    idle.write_all(ping).await.unwrap();
+    assert!(read_head(&mut idle).await.starts_with("HTTP/1.1 200"));
 }

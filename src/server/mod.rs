@@ -3,6 +3,7 @@
 //! [`pipeline`].
 
 mod body;
+mod head_timeout;
 mod lambda_api;
 pub mod listen;
 mod pipeline;
@@ -30,8 +31,6 @@ use crate::router::RouteTable;
 use crate::target::aws::AwsTarget;
 use crate::target::{Target, TargetFactory};
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2: a PING after this long without a frame, and the connection is closed if its answer
@@ -430,11 +429,9 @@ enum Service {
 /// HTTP/1.1 and HTTP/2 (prior knowledge, h2c) on the same port, with their time bounds.
 fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Request heads are bounded by `HeadTimeout` instead (see there why).
+    builder.http1().header_read_timeout(None);
     // hyper ignores its timeouts without a timer (and panics if one is set without it).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -486,6 +483,7 @@ impl Connection {
                 }
             })
         };
+        let stream = head_timeout::HeadTimeout::new(stream, activity.clone());
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let idle_timeout = self.state.connection_idle_timeout;
@@ -512,10 +510,12 @@ impl Connection {
     }
 }
 
-/// Whether a connection has requests in flight, and since when it has had none.
+/// Whether a connection has requests in flight, since when it has had none, and how many
+/// have begun.
 struct Activity {
     opened: Instant,
     in_flight: AtomicUsize,
+    begun: AtomicU64,
     /// Milliseconds from `opened` to the end of the last request.
     last_done_ms: AtomicU64,
 }
@@ -525,6 +525,7 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
             last_done_ms: AtomicU64::new(0),
         }
     }
@@ -532,7 +533,16 @@ impl Activity {
     /// Counts a request as in flight until the guard is dropped.
     fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.begun.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
+    }
+
+    fn begun(&self) -> u64 {
+        self.begun.load(Ordering::Acquire)
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
     }
 
     /// Resolves once the connection has had no request in flight for `limit`.
