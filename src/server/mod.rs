@@ -548,7 +548,7 @@ impl Activity {
     /// Resolves once the connection has had no request in flight for `limit`.
     async fn idle_for(&self, limit: Duration) {
         loop {
-            if self.in_flight.load(Ordering::Acquire) > 0 {
+            if self.busy() {
                 tokio::time::sleep(limit).await;
                 continue;
             }
