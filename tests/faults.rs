@@ -152,12 +152,7 @@ async fn under_load_and_faults_lrp_answers_right_accounts_for_everything_and_sta
         .unwrap()
     };
     write(64);
-    // mimalloc returns freed pages at once: RSS then follows live memory, not the timing of
-    // the allocator's purges (which moved it by ±10 MB between runs).
-    let mut lrp = Lrp::start_file_with(
-        &config,
-        [("RUST_LOG", "warn,lrp=info"), ("MIMALLOC_PURGE_DELAY", "0")],
-    );
+    let mut lrp = Lrp::start_file_with(&config, [("RUST_LOG", "warn,lrp=info")]);
     let tally = Arc::new(Tally::default());
 
     // Round 1, with a reload every 250 ms that changes the limits of a rule in use.
@@ -181,10 +176,17 @@ async fn under_load_and_faults_lrp_answers_right_accounts_for_everything_and_sta
     );
     let rss_after_first = lrp.process.rss_kib();
 
-    // Round 2: the same load; memory must not grow with it.
+    // Rounds 2 and 3: the same load; memory must not grow with it. The resident set of a
+    // given instant moves by up to 10 MB from run to run under this load (printed only); its
+    // peak is steadier. By the end of round 2 the load's transient highs have been reached,
+    // so round 3 must not raise the peak (a leak raises it every round).
     round(&lrp, &tally).await;
     accounting_is_back_to_zero(&lrp).await;
-    let rss_after_second = lrp.process.rss_kib();
+    let peak_after_second = lrp.process.peak_rss_kib();
+    round(&lrp, &tally).await;
+    accounting_is_back_to_zero(&lrp).await;
+    let peak_after_third = lrp.process.peak_rss_kib();
+    let rss_after_third = lrp.process.rss_kib();
 
     // SIGTERM with four requests in flight: each still gets its answer, then lrp exits 0.
     let in_flight: Vec<_> = (0..4)
@@ -205,16 +207,21 @@ async fn under_load_and_faults_lrp_answers_right_accounts_for_everything_and_sta
     let sent = tally.sent.load(Ordering::Relaxed);
     let aborted = tally.aborted.load(Ordering::Relaxed);
     println!(
-        "fault and load test: {sent} requests on {CONNECTIONS} connections in two {ROUND:?} rounds, \
+        "fault and load test: {sent} requests on {CONNECTIONS} connections in three {ROUND:?} rounds, \
          {aborted} abandoned by their clients, {reloaded} reloads; \
-         RSS {rss_after_first} KiB after round 1, {rss_after_second} KiB after round 2; \
+         RSS {rss_after_first} KiB after round 1, {rss_after_third} KiB after round 3, \
+         peak {peak_after_second} KiB after round 2, {peak_after_third} KiB after round 3; \
          answers {:?}",
         tally.statuses.lock().unwrap()
     );
     assert!(aborted > 50, "the clients did abandon requests: {aborted}");
-    // Flat: at most an eighth (and 2 MiB of allocator slack) more after the second round.
+    // Flat: round 3 raises the peak by less than what this load can hold at once (48 clients,
+    // a fifth of them sending 64 KiB bodies that become 88 KB events and echoed results:
+    // peaks moved by up to 10 MB between identical runs). Leaking the body or the event of
+    // each request would pass it within one round: some 400 of them carry 64 KiB.
+    let margin = 16 * 1024;
     assert!(
-        rss_after_second <= rss_after_first + (rss_after_first / 8).max(2048),
-        "RSS grew from {rss_after_first} to {rss_after_second} KiB"
+        peak_after_third <= peak_after_second + margin,
+        "peak RSS grew from {peak_after_second} to {peak_after_third} KiB"
     );
 }
