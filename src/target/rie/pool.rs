@@ -54,23 +54,19 @@ pub async fn send(endpoint: &Endpoint, event: Bytes) -> Result<Response, SendErr
     while let Some(mut stream) = take_idle(&endpoint.authority) {
         match http1::exchange(&mut stream, &endpoint.head_start, event.clone()).await {
             Err(ExchangeError::Unsent(_)) => continue,
-            result => return finish(endpoint, stream, result?),
+            result => return Ok(keep_if_reusable(endpoint, stream, result?)),
         }
     }
     let mut stream = connect(endpoint).await?;
     let response = http1::exchange(&mut stream, &endpoint.head_start, event).await?;
-    finish(endpoint, stream, response)
+    Ok(keep_if_reusable(endpoint, stream, response))
 }
 
-fn finish(
-    endpoint: &Endpoint,
-    stream: TcpStream,
-    response: Response,
-) -> Result<Response, SendError> {
+fn keep_if_reusable(endpoint: &Endpoint, stream: TcpStream, response: Response) -> Response {
     if response.reusable {
         release(&endpoint.authority, stream);
     }
-    Ok(response)
+    response
 }
 
 fn release(authority: &str, stream: TcpStream) {
