@@ -7,6 +7,7 @@ pub mod error;
 pub mod event;
 pub mod healthcheck;
 pub mod ids;
+pub mod memory;
 pub mod metrics;
 pub mod router;
 pub mod server;

@@ -10,9 +10,6 @@ use lrp::server::{Server, listen};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "lrp", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {

@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::event::{self, Format};
+use crate::memory;
 use crate::metrics::{Metrics, RuleMetrics};
 use crate::router::RouteTable;
 use crate::target::aws::AwsTarget;
@@ -314,6 +315,8 @@ impl Server {
             let _ = stop_everywhere.wait_for(|stop| *stop).await;
             let _ = stop.send(true);
         });
+        // On this worker's runtime, so on this thread, as the collection must be.
+        tokio::spawn(memory::collect_when_quiet());
         let api = async {
             match lambda_api {
                 Some(listener) => {

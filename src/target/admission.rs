@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::TargetError;
+use crate::memory;
 
 /// Lambda's longest function timeout: how long an abandoned invocation may still run.
 const ABANDONED_INVOCATION_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -194,7 +195,7 @@ impl Drop for Slot {
 /// The invocation holds its slot, so the slot stays taken until the function is really done:
 /// an RIE would refuse a second invoke meanwhile (the real one crashes), and a command instance
 /// must not be lost half-way. Unlike spawning every invocation, the common path costs no task
-/// and no cross-thread wake-up.
+/// and no cross-thread wake-up. Until it finishes it is its worker's [`memory::Work`].
 struct FinishOnDrop<F: Future + Send + 'static>
 where
     F::Output: Send,
@@ -237,7 +238,11 @@ where
         if let (Some(future), Ok(runtime)) =
             (self.future.take(), tokio::runtime::Handle::try_current())
         {
-            runtime.spawn(tokio::time::timeout(ABANDONED_INVOCATION_LIMIT, future));
+            let work = memory::Work::begin();
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(ABANDONED_INVOCATION_LIMIT, future).await;
+                drop(work);
+            });
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 pub use self::admission::{Limiter, Ticket};
 use crate::config::{DEFAULT_REGION, TargetConfig};
+use crate::memory;
 
 /// Why an invocation produced no usable result.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -194,6 +195,7 @@ impl Admitted<'_> {
         trace_id: &str,
         log: Option<LogTail>,
     ) -> Result<Invoked, TargetError> {
+        let _work = memory::Work::begin();
         match self {
             Admitted::Rie(target, ticket) => target
                 .invoke(ticket, event, deadline)
