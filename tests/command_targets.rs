@@ -98,8 +98,13 @@ async fn handler_errors_are_500_and_the_instance_stays() {
     assert_eq!(reply.json(), json!({"message": "Internal Server Error"}));
     assert_eq!(reply.header("x-lrp-error"), Some("function-error"));
     lrp.expect_log("ValueError: boom from python").await;
+    // An error whose report carries a 600 KB header (its X-Ray cause) is reported the same.
+    let reply = send(lrp.request("GET", "py.test", "/error/large"), "").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.header("x-lrp-error"), Some("function-error"));
+    lrp.expect_log("ValueError: large xxx").await;
     let after = pid_of(&send(lrp.request("GET", "py.test", "/"), "").await);
-    assert_eq!(first, after);
+    assert_eq!(first, after, "{}", lrp.logs());
 }
 
 #[tokio::test]

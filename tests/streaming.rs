@@ -308,8 +308,10 @@ async fn fifty_megabytes_stream_through_with_memory_flat() {
     }
     assert_eq!(received, 50 * 1024 * 1024);
     let after = lrp.process.peak_rss_kib();
+    // 2 MiB more here; 11 to 21 MiB more for a 10 MiB stream before the Runtime API's reads
+    // were capped (src/target/command/small_reads.rs).
     assert!(
-        after < before + 16 * 1024,
+        after < before + 6 * 1024,
         "peak RSS grew from {before} to {after} KiB for a 50 MiB stream"
     );
 }

@@ -12,6 +12,10 @@ def handler(event, context):
         return json.loads(event["body"])
     if path == "/error":
         raise ValueError("boom from python")
+    if path == "/error/large":
+        # awslambdaric sends the error's X-Ray cause, message included, in a header of up to
+        # 1 MiB (lambda_runtime_client.py, post_invocation_error).
+        raise ValueError("large " + "x" * 600_000)
     if path == "/exit":
         os._exit(3)
     if path == "/log":

@@ -3,6 +3,7 @@
 
 mod instance;
 mod runtime_api;
+mod small_reads;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};

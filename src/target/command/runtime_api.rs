@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::small_reads::SmallReads;
 use crate::error::json_response;
 use crate::event::MAX_RESULT_BYTES;
 use crate::target::ErrorObject;
@@ -40,6 +41,11 @@ const RESPONSE_MODE: HeaderName = HeaderName::from_static("lambda-runtime-functi
 const ERROR_TYPE: HeaderName = HeaderName::from_static("lambda-runtime-function-error-type");
 const ERROR_BODY: HeaderName = HeaderName::from_static("lambda-runtime-function-error-body");
 const EXTENSION_PREFIX: &str = "/2020-01-01/extension";
+/// A runtime's request head may be this large: awslambdaric reports an error's X-Ray cause in
+/// a header of up to 1 MiB (`post_invocation_error` in its `lambda_runtime_client.py`), which
+/// hyper's default buffer (about 400 KiB) refuses, and the runtime then exits instead of
+/// reporting its error. Reads stay small all the same: see [`SmallReads`].
+const MAX_HEAD_BYTES: usize = 1024 * 1024 + 64 * 1024;
 
 /// One invocation on its way to the runtime.
 pub struct Invocation {
@@ -119,7 +125,8 @@ impl RuntimeApi {
                     async move { Ok::<_, Infallible>(api.handle(request).await) }
                 });
                 let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .serve_connection(TokioIo::new(SmallReads::new(stream)), service)
                     .await;
             });
         }
