@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::Activity;
@@ -20,9 +20,10 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a client sends first on an HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A client connection's stream, failing a read with `TimedOut` once a request head has been
-/// arriving for [`HEAD_TIMEOUT`]. A head starts with the first bytes read while no request is
-/// in flight, and ends when the connection's next request begins (`activity`).
+/// A client connection's reading half (joined to its writing half with `tokio::io::join`),
+/// failing a read with `TimedOut` once a request head has been arriving for [`HEAD_TIMEOUT`].
+/// A head starts with the first bytes read while no request is in flight, and ends when the
+/// connection's next request begins (`activity`).
 pub struct HeadTimeout<T> {
     io: T,
     activity: Arc<Activity>,
@@ -109,36 +110,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadTimeout<T> {
             }
             error => error,
         }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for HeadTimeout<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

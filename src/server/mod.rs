@@ -486,7 +486,11 @@ impl Connection {
                 }
             })
         };
-        let stream = head_timeout::HeadTimeout::new(stream, activity.clone());
+        let (read, write) = stream.into_split();
+        let stream = tokio::io::join(
+            head_timeout::HeadTimeout::new(read, activity.clone()),
+            write,
+        );
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let idle_timeout = self.state.connection_idle_timeout;

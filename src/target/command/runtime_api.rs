@@ -118,6 +118,8 @@ impl RuntimeApi {
     /// Serves the runtime's connections until the listener's task is aborted.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         while let Ok((stream, _)) = listener.accept().await {
+            let (read, write) = stream.into_split();
+            let stream = tokio::io::join(SmallReads::new(read), write);
             let api = self.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
@@ -126,7 +128,7 @@ impl RuntimeApi {
                 });
                 let _ = http1::Builder::new()
                     .max_buf_size(MAX_HEAD_BYTES)
-                    .serve_connection(TokioIo::new(SmallReads::new(stream)), service)
+                    .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
         }
