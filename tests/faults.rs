@@ -142,15 +142,12 @@ const COLLECTED: &str = "worker quiet: free memory returned to the OS";
 /// the round (48 connections spread over them), so each goes quiet once after it; the
 /// requests that count accounting are not invocations and keep no worker busy.
 async fn rss_once_quiet(lrp: &Lrp, before: usize, workers: usize) -> u64 {
-    let started = Instant::now();
-    while lrp.process.output.count(COLLECTED) < before + workers {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the workers did not all return memory after the round:\n{}",
-            lrp.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        "every worker returns its memory after the round",
+        Duration::from_secs(10),
+        || lrp.process.output.count(COLLECTED) >= before + workers,
+    )
+    .await;
     lrp.process.rss_kib()
 }
 

@@ -24,6 +24,16 @@ async fn raw_exchange(lrp: &Lrp, request: &[u8]) -> String {
     read_head(&mut stream).await
 }
 
+const PING: &[u8] = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// A connection to lrp that has been answered one `/ping` (its head read, `pong` left unread).
+async fn served_connection(lrp: &Lrp) -> TcpStream {
+    let mut stream = TcpStream::connect(lrp.addr).await.unwrap();
+    stream.write_all(PING).await.unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 200"));
+    stream
+}
+
 async fn read_head(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
@@ -234,17 +244,12 @@ async fn function_output_cannot_reach_the_client_or_the_log_unchecked() {
 #[tokio::test]
 async fn past_max_connections_lrp_stops_accepting_until_one_closes() {
     let lrp = Lrp::start("max_connections: 2\n");
-    let ping = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut first = TcpStream::connect(lrp.addr).await.unwrap();
-    first.write_all(ping).await.unwrap();
-    assert!(read_head(&mut first).await.starts_with("HTTP/1.1 200"));
-    let mut second = TcpStream::connect(lrp.addr).await.unwrap();
-    second.write_all(ping).await.unwrap();
-    assert!(read_head(&mut second).await.starts_with("HTTP/1.1 200"));
+    let first = served_connection(&lrp).await;
+    let _second = served_connection(&lrp).await;
 
     // The kernel completes the third handshake, but lrp does not take the connection.
     let mut third = TcpStream::connect(lrp.addr).await.unwrap();
-    third.write_all(ping).await.unwrap();
+    third.write_all(PING).await.unwrap();
     lrp.expect_log("max_connections reached").await;
     let mut byte = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut byte)).await;
@@ -257,12 +262,7 @@ async fn past_max_connections_lrp_stops_accepting_until_one_closes() {
 #[tokio::test]
 async fn idle_connections_are_closed_http1_and_http2() {
     let lrp = Lrp::start("connection_idle_timeout: 1s\n");
-    let mut http1 = TcpStream::connect(lrp.addr).await.unwrap();
-    http1
-        .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_head(&mut http1).await.starts_with("HTTP/1.1 200"));
+    let mut http1 = served_connection(&lrp).await;
     // The server closes it: the next read sees the end of the stream.
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), http1.read_to_end(&mut rest)).await;
@@ -290,10 +290,7 @@ async fn idle_connections_are_closed_http1_and_http2() {
 #[tokio::test]
 async fn a_slow_head_is_cut_off_at_30_s_and_an_idle_connection_outlives_it() {
     let lrp = Lrp::start("connection_idle_timeout: 100s\n");
-    let ping = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut idle = TcpStream::connect(lrp.addr).await.unwrap();
-    idle.write_all(ping).await.unwrap();
-    assert!(read_head(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let mut idle = served_connection(&lrp).await;
     let mut pong = [0u8; 4];
     idle.read_exact(&mut pong).await.unwrap();
     assert_eq!(&pong, b"pong");
@@ -312,6 +309,6 @@ async fn a_slow_head_is_cut_off_at_30_s_and_an_idle_connection_outlives_it() {
     );
 
     // Idle for longer than the slow head had, and still served.
-    idle.write_all(ping).await.unwrap();
+    idle.write_all(PING).await.unwrap();
     assert!(read_head(&mut idle).await.starts_with("HTTP/1.1 200"));
 }
