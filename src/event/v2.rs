@@ -45,13 +45,17 @@ pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>
     let host = request.host.as_str();
     let mut event = EventWriter::new(request.body.len(), MAX_EVENT_BYTES);
     event.raw(r#"{"version":"2.0","routeKey":"$default","rawPath":"#);
-    event.value(raw_path)?;
+    event.string(raw_path)?;
     event.raw(r#","rawQueryString":"#);
-    event.value(raw_query)?;
+    event.string(raw_query)?;
     let cookies = cookies(&parts.headers);
     if !cookies.is_empty() {
-        event.raw(r#","cookies":"#);
-        event.value(&cookies)?;
+        event.raw(r#","cookies":["#);
+        for (i, cookie) in cookies.iter().enumerate() {
+            event.raw(if i == 0 { "" } else { "," });
+            event.string(cookie)?;
+        }
+        event.raw("]");
     }
     // Each name's values joined with `,`. HTTP API moves `cookie` to `cookies`; function URLs
     // keep it in both.
@@ -63,46 +67,55 @@ pub fn to_event(request: &IncomingRequest<'_>, flavor: Flavor) -> Result<Vec<u8>
         // A header name is a token (RFC 9110 §5.6.2): nothing in it needs escaping.
         event.raw(name);
         event.raw("\":");
-        event.value(&values.joined(","))
+        event.string(&values.joined(","))
     })?;
     event.raw("}");
     let query = query_parameters(raw_query);
     if !query.is_empty() {
-        event.raw(r#","queryStringParameters":"#);
-        event.value(&query)?;
+        event.raw(r#","queryStringParameters":{"#);
+        for (i, (key, value)) in query.iter().enumerate() {
+            event.raw(if i == 0 { "" } else { "," });
+            event.string(key)?;
+            event.raw(":");
+            event.string(value)?;
+        }
+        event.raw("}");
     }
     event.raw(r#","requestContext":{"accountId":"#);
-    event.value(ACCOUNT_ID)?;
+    event.string(ACCOUNT_ID)?;
     event.raw(r#","apiId":"#);
-    event.value(match flavor {
+    event.string(match flavor {
         Flavor::HttpApi => API_ID,
         Flavor::FunctionUrl => domain_prefix(host),
     })?;
     event.raw(r#","domainName":"#);
-    event.value(host)?;
+    event.string(host)?;
     event.raw(r#","domainPrefix":"#);
-    event.value(domain_prefix(host))?;
+    event.string(domain_prefix(host))?;
     event.raw(r#","http":{"method":"#);
-    event.value(parts.method.as_str())?;
+    event.string(parts.method.as_str())?;
     event.raw(r#","path":"#);
-    event.value(raw_path)?;
+    event.string(raw_path)?;
     event.raw(r#","protocol":"#);
-    event.value(protocol(parts.version))?;
+    event.string(protocol(parts.version))?;
     event.raw(r#","sourceIp":"#);
-    event.value(request.connection.source_ip())?;
+    event.string(request.connection.source_ip())?;
     event.raw(r#","userAgent":"#);
     let user_agent = parts.headers.get(header::USER_AGENT);
-    event.value(&user_agent.map_or(Cow::Borrowed(""), headers::value_text))?;
+    event.string(&user_agent.map_or(Cow::Borrowed(""), headers::value_text))?;
     event.raw(r#"},"requestId":"#);
-    event.value(request.request_id)?;
+    event.string(request.request_id)?;
     event.raw(r#","routeKey":"$default","stage":"$default","time":"#);
-    event.value(&super::clf_time(request.received))?;
+    event.string(super::clf_time(request.received).as_str())?;
     event.raw(r#","timeEpoch":"#);
     event.value(&crate::ids::epoch_millis(request.received))?;
     event.raw("}");
     if let Some(body) = &body {
         event.raw(r#","body":"#);
-        event.value(body)?;
+        match body {
+            EventBody::Text(text) => event.string(text)?,
+            EventBody::Base64(_) => event.value(body)?,
+        }
     }
     event.raw(match body.as_ref().is_some_and(EventBody::is_base64) {
         true => r#","isBase64Encoded":true}"#,
