@@ -18,7 +18,7 @@ use super::body::{self, ResponseBody};
 use super::{Proxy, Route, State};
 use crate::access_log;
 use crate::error::ProxyError;
-use crate::event::{Connection, FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
+use crate::event::{Connection, Format, FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
 use crate::router::{Host, HostError, InternalRoute, internal_route};
 use crate::target::{Invoked, TargetError};
@@ -61,6 +61,10 @@ pub(super) async fn handle(
     let door = route.map_or(FrontDoor::HttpApi, |r| r.format.front_door());
     let request_id = route.map_or_else(ids::api_request_id, |r| r.format.request_id());
     let mut served_by = ServedBy::Local;
+    // The access line's part of the request, copied: `invoke` drops the request's head before
+    // it waits for the function (see there).
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
     let outcome = match (&host, route) {
         (Err(error), _) => {
             discard_rest(&parts, body);
@@ -72,13 +76,13 @@ pub(super) async fn handle(
         }
         (Ok(host), Some(route)) => {
             let context = RequestContext {
-                parts: &parts,
+                parts,
                 host,
                 connection,
                 request_id: &request_id,
             };
             let _running = route.metrics.in_flight();
-            invoke(route, &context, body, started, &mut served_by).await
+            invoke(route, context, body, started, &mut served_by).await
         }
     };
 
@@ -91,9 +95,9 @@ pub(super) async fn handle(
         None => state.metrics.unrouted(status),
     }
     let mut entry = access_log::Entry {
-        method: parts.method.as_str(),
+        method: method.as_str(),
         host: host.as_ref().map_or("-", Host::as_str),
-        path: parts.uri.path(),
+        path: &path,
         status: status.as_u16(),
         rule: route.map_or("-", |r| r.name.as_str()),
         took,
@@ -135,7 +139,7 @@ fn request_host(parts: &http::request::Parts) -> Result<Host, ProxyError> {
 }
 
 struct RequestContext<'a> {
-    parts: &'a http::request::Parts,
+    parts: http::request::Parts,
     host: &'a Host,
     connection: &'a Connection,
     request_id: &'a str,
@@ -161,9 +165,14 @@ impl ServedBy {
 /// deadline, counted from the request's arrival, bounds the body, the wait for a slot and the
 /// invocation together. A rule with an `overflow` sends the request there instead when its
 /// queue is full or its endpoint unreachable (`served_by` says so).
+///
+/// The request's head is dropped once the event is written, before the wait for the function.
+/// hyper keeps reading the connection while a request is in flight, to notice a client that
+/// goes away, and the head's header values and path are slices of the buffer it reads into:
+/// while they live, each of those reads replaces that buffer with a new one.
 async fn invoke(
     route: &Route,
-    context: &RequestContext<'_>,
+    context: RequestContext<'_>,
     body: Incoming,
     started: Instant,
     served_by: &mut ServedBy,
@@ -174,12 +183,12 @@ async fn invoke(
         (Ok(admitted), _) => Some(admitted),
         (Err(TargetError::QueueFull), Some(_)) => None,
         (Err(refused), _) => {
-            discard_rest(context.parts, body);
+            discard_rest(&context.parts, body);
             return Err(refused.into());
         }
     };
     let received = SystemTime::now();
-    let body = tokio::time::timeout_at(deadline, read_body(context.parts, body))
+    let body = tokio::time::timeout_at(deadline, read_body(&context.parts, body))
         .await
         .map_err(|_| ProxyError::BodyTimeout)??;
     let trace_id = ids::trace_id_of(&context.parts.headers, received);
@@ -194,7 +203,7 @@ async fn invoke(
         None => path,
     };
     let incoming = IncomingRequest {
-        parts: context.parts,
+        parts: &context.parts,
         path,
         body: &body,
         host: context.host,
@@ -207,7 +216,18 @@ async fn invoke(
         .format
         .to_event(&incoming)
         .map_err(|_| ProxyError::RequestTooLarge)?;
+    // REST alone reads `Accept`, to decide whether to decode a base64 body.
+    let accept = match route.format {
+        Format::Rest(_) => context
+            .parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        _ => None,
+    };
     drop(body);
+    drop(context);
     let event = Bytes::from(event);
     let invoked = match (admitted, &route.overflow) {
         (Some(admitted), None) => admitted.invoke(event, deadline, &trace_id).await?,
@@ -234,12 +254,7 @@ async fn invoke(
         // A stream carries its own head in its prelude, whatever the format.
         Invoked::Streamed(stream) => return body::streaming_response(stream).await,
     };
-    let accept = context
-        .parts
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let response = route.format.from_result(result, accept)?;
+    let response = route.format.from_result(result, accept.as_deref())?;
     Ok(response.map(ResponseBody::whole))
 }
 
