@@ -4,7 +4,7 @@
 //! shared pool is involved.
 
 use foldhash::{HashMap, HashMapExt};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ type Idle = Vec<(TcpStream, Instant)>;
 thread_local! {
     /// Keyed by the endpoint's authority in lower case.
     static IDLE: RefCell<HashMap<Box<str>, Idle>> = RefCell::new(HashMap::new());
+    /// Whether this worker runs [`close_expired`]: while it keeps any idle connection.
+    static CLOSING_EXPIRED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Where requests go: `host:port`, and the request head up to its `content-length` value.
@@ -78,6 +80,36 @@ fn release(authority: &str, stream: TcpStream) {
         if streams.len() < MAX_IDLE {
             streams.push((stream, Instant::now()));
         }
+    });
+    if !CLOSING_EXPIRED.replace(true) {
+        tokio::spawn(close_expired());
+    }
+}
+
+/// Closes this worker's idle connections once they are past [`IDLE_TIMEOUT`], checking every
+/// [`IDLE_TIMEOUT`] for as long as any is left. Without it, the connections of a burst, or of
+/// an endpoint a reload removed, would stay open until the next request to their endpoint:
+/// up to [`MAX_IDLE`] file descriptors per endpoint and worker, for good.
+async fn close_expired() {
+    loop {
+        tokio::time::sleep(IDLE_TIMEOUT).await;
+        let any_left = IDLE.with_borrow_mut(|idle| {
+            expire(idle, Instant::now());
+            !idle.is_empty()
+        });
+        if !any_left {
+            CLOSING_EXPIRED.set(false);
+            return;
+        }
+    }
+}
+
+/// Drops (closes) the connections idle for [`IDLE_TIMEOUT`] at `now`, and the endpoints left
+/// without one.
+fn expire(idle: &mut HashMap<Box<str>, Idle>, now: Instant) {
+    idle.retain(|_, streams| {
+        streams.retain(|(_, since)| now.saturating_duration_since(*since) < IDLE_TIMEOUT);
+        !streams.is_empty()
     });
 }
 
@@ -181,6 +213,38 @@ mod tests {
             IDLE.with_borrow_mut(|idle| idle.get_mut(&endpoint.authority).unwrap().push(kept));
             assert_eq!(accepted.load(Ordering::SeqCst), expected_connections);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_closed_once_expired_then_the_closer_stops() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut endpoint_side, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        release("endpoint", TcpStream::from_std(client).unwrap());
+        assert!(
+            CLOSING_EXPIRED.get(),
+            "keeping a connection starts the closer"
+        );
+
+        let idle = || IDLE.with_borrow(|idle| idle.get("endpoint").map_or(0, Vec::len));
+        tokio::time::sleep(IDLE_TIMEOUT - Duration::from_secs(1)).await;
+        assert_eq!(idle(), 1, "not expired yet");
+        tokio::time::sleep(IDLE_TIMEOUT + Duration::from_secs(1)).await;
+        assert!(
+            IDLE.with_borrow(HashMap::is_empty),
+            "expired, and its endpoint forgotten"
+        );
+        assert!(
+            !CLOSING_EXPIRED.get(),
+            "the closer stops once nothing is idle"
+        );
+        endpoint_side
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let read = endpoint_side.read(&mut [0; 1]).unwrap();
+        assert_eq!(read, 0, "the endpoint sees the connection closed");
     }
 
     #[tokio::test]
