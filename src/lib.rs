@@ -9,6 +9,7 @@ pub mod healthcheck;
 pub mod ids;
 pub mod memory;
 pub mod metrics;
+pub mod open_files;
 pub mod router;
 pub mod server;
 pub mod target;

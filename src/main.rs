@@ -112,6 +112,13 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     if path.is_none() {
         tracing::warn!("no configuration file given: serving internal routes only");
     }
+    match lrp::open_files::raise_to_hard_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::debug!(before, after, "open-file limit raised to the hard limit");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let workers = listen::worker_count();
     let http = listen::bind(&config.host, config.port, workers)
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;

@@ -458,3 +458,34 @@ async fn idle_instances_are_stopped_after_idle_timeout_and_started_again_on_dema
     let second = pid_of(&send(lrp.request("GET", "idle.test", "/"), "").await);
     assert_ne!(first, second);
 }
+
+#[tokio::test]
+async fn lrp_raises_its_open_file_limit_and_functions_get_the_one_it_started_with() {
+    let limits = |pid: u32| {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no open-file limit in\n{limits}"));
+        let numbers: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        (numbers[3].clone(), numbers[4].clone())
+    };
+    let (_, hard) = limits(std::process::id());
+    assert!(
+        hard == "unlimited" || hard.parse::<u64>().is_ok_and(|hard| hard > 256),
+        "the test needs a hard open-file limit above 256, not {hard}"
+    );
+    // The shell lowers the soft limit, then becomes lrp.
+    let mut command = common::clean_command("sh");
+    command.args([
+        "-c",
+        "ulimit -Sn 256 && exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_lrp"),
+    ]);
+    let lrp = Lrp::start_command(command, &format!("local:\n{}", bash_rule("files.test", "")));
+    assert_eq!(limits(lrp.process.child.id()), (hard.clone(), hard));
+
+    let reply = send(lrp.request("GET", "files.test", "/open-files"), "").await;
+    assert_eq!(reply.text(), "open-files=256", "{}", lrp.logs());
+}

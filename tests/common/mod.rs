@@ -231,6 +231,14 @@ impl Lrp {
         K: AsRef<std::ffi::OsStr>,
         V: AsRef<std::ffi::OsStr>,
     {
+        let mut command = lrp_command();
+        command.envs(env);
+        Self::start_command(command, rules)
+    }
+
+    /// Starts `command` (lrp, or a wrapper that execs it) with the configuration file's path
+    /// as its last argument.
+    pub fn start_command(command: Command, rules: &str) -> Lrp {
         let mut config = tempfile::NamedTempFile::new().expect("a temp file");
         std::io::Write::write_all(
             &mut config,
@@ -238,7 +246,7 @@ impl Lrp {
         )
         .expect("config written");
         let path = config.path().to_owned();
-        Self::spawn(&path, env, Some(config))
+        Self::spawn_command(command, &path, Some(config))
     }
 
     /// Starts lrp on a configuration file of the test's own (which must pick port 0).
@@ -264,8 +272,16 @@ impl Lrp {
         V: AsRef<std::ffi::OsStr>,
     {
         let mut command = lrp_command();
-        command.arg(path).envs(env);
-        let process = Process::spawn(&mut command);
+        command.envs(env);
+        Self::spawn_command(command, path, config)
+    }
+
+    fn spawn_command(
+        mut command: Command,
+        path: &Path,
+        config: Option<tempfile::NamedTempFile>,
+    ) -> Lrp {
+        let process = Process::spawn(command.arg(path));
         let line = process
             .output
             .wait_for("listening on ", STARTUP_LIMIT)
@@ -341,7 +357,12 @@ impl Lrp {
 
 /// `lrp` with a clean environment: only what a test passes reaches it.
 pub fn lrp_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lrp"));
+    clean_command(env!("CARGO_BIN_EXE_lrp"))
+}
+
+/// `program` with a clean environment, as [`lrp_command`].
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

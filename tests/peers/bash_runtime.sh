@@ -30,6 +30,8 @@ while true; do
       echo "wrong-id-status=$(post "invocation/not-$id/response" '{}')"
       echo "first-status=$(post "invocation/$id/response" '{"statusCode":200,"body":"first"}')"
       echo "second-status=$(post "invocation/$id/response" '{"statusCode":200,"body":"second"}')" ;;
+    /open-files)
+      post "invocation/$id/response" "{\"statusCode\":200,\"body\":\"open-files=$(ulimit -Sn)\"}" > /dev/null ;;
     /big)
       big=$(head -c 7000000 /dev/zero | tr '\0' 'x')
       echo "big-status=$(post "invocation/$id/response" "{\"statusCode\":200,\"body\":\"$big\"}")" ;;

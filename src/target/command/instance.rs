@@ -72,6 +72,7 @@ impl Instance {
             // Its own group, so that a timeout ends the runtime and everything it started.
             .process_group(0);
         die_with_parent(&mut command);
+        crate::open_files::restore_in_child(&mut command);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
