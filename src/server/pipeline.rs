@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Body;
@@ -25,8 +25,9 @@ use crate::target::{Invoked, TargetError};
 
 /// The header HTTP API gives every response its request id in; REST and function URLs use
 /// `x-amzn-requestid`, and ALB none.
-const HTTP_API_REQUEST_ID: &str = "apigw-requestid";
-const AMZN_REQUEST_ID: &str = "x-amzn-requestid";
+/// Built at compile time: a name given as text is parsed again on every insert.
+static HTTP_API_REQUEST_ID: HeaderName = HeaderName::from_static("apigw-requestid");
+static AMZN_REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// One request from arrival to response.
@@ -333,12 +334,12 @@ fn internal_response(route: InternalRoute, state: &State, proxy: &Proxy) -> Resp
 /// The response with the front door's request id header.
 fn finish<B>(mut response: Response<B>, request_id: &str, door: FrontDoor) -> Response<B> {
     let name = match door {
-        FrontDoor::HttpApi => HTTP_API_REQUEST_ID,
-        FrontDoor::Rest | FrontDoor::FunctionUrl => AMZN_REQUEST_ID,
+        FrontDoor::HttpApi => &HTTP_API_REQUEST_ID,
+        FrontDoor::Rest | FrontDoor::FunctionUrl => &AMZN_REQUEST_ID,
         FrontDoor::Alb => return response,
     };
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert(name, value);
+        response.headers_mut().insert(name.clone(), value);
     }
     response
 }
@@ -385,9 +386,9 @@ mod tests {
     fn responses_carry_the_request_id() {
         let id = "QQCtFipSIAMEPNQ=";
         let response = finish(Response::new(Bytes::new()), id, FrontDoor::HttpApi);
-        assert_eq!(response.headers()[HTTP_API_REQUEST_ID], id);
+        assert_eq!(response.headers()[&HTTP_API_REQUEST_ID], id);
         let response = finish(Response::new(Bytes::new()), id, FrontDoor::Rest);
-        assert_eq!(response.headers()[AMZN_REQUEST_ID], id);
+        assert_eq!(response.headers()[&AMZN_REQUEST_ID], id);
         let response = finish(Response::new(Bytes::new()), id, FrontDoor::Alb);
         assert!(response.headers().is_empty());
     }
