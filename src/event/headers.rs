@@ -28,6 +28,8 @@ pub fn value_text(value: &HeaderValue) -> Cow<'_, str> {
 
 /// The values of one header as a front door passes it on.
 pub enum Values<'a> {
+    /// The client's only value (most headers: found without a lookup by name).
+    One(&'a HeaderValue),
     /// As the client sent them, in order.
     Client(GetAll<'a, HeaderValue>),
     /// One value the front door sets itself.
@@ -39,6 +41,7 @@ impl<'a> Values<'a> {
     pub fn joined(&self, separator: &str) -> Cow<'a, str> {
         match self {
             Values::Added(value) => value.clone(),
+            Values::One(value) => value_text(value),
             Values::Client(values) => {
                 let mut values = values.iter();
                 let Some(first) = values.next() else {
@@ -59,6 +62,7 @@ impl<'a> Values<'a> {
     pub fn last(&self) -> Cow<'a, str> {
         match self {
             Values::Added(value) => value.clone(),
+            Values::One(value) => value_text(value),
             Values::Client(values) => values
                 .iter()
                 .next_back()
@@ -72,6 +76,7 @@ impl Serialize for Values<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Values::Added(value) => [value].serialize(serializer),
+            Values::One(value) => [value_text(value)].serialize(serializer),
             Values::Client(values) => {
                 let mut seq = serializer.serialize_seq(None)?;
                 for value in values.iter() {
@@ -95,7 +100,14 @@ pub fn for_each<'a, E>(
     let headers = &request.parts.headers;
     // Lookups by `HeaderName`, not by text: a text name would be parsed again on every call.
     let (mut has_host, mut has_trace_id, mut forwarded_for) = (false, false, None);
-    for name in headers.keys() {
+    // Every value in turn, a name's values next to each other: a name repeated by the next
+    // value has several, looked up by name; any other has one, with no lookup.
+    let mut values = headers.iter().peekable();
+    while let Some((name, value)) = values.next() {
+        let mut repeated = false;
+        while values.next_if(|(next, _)| *next == name).is_some() {
+            repeated = true;
+        }
         if *name == FORWARDED_FOR {
             forwarded_for = Some(headers.get_all(name));
             continue;
@@ -108,7 +120,11 @@ pub fn for_each<'a, E>(
         }
         has_host |= name == header::HOST;
         has_trace_id |= *name == TRACE_ID;
-        emit(name.as_str(), Values::Client(headers.get_all(name)))?;
+        let values = match repeated {
+            true => Values::Client(headers.get_all(name)),
+            false => Values::One(value),
+        };
+        emit(name.as_str(), values)?;
     }
     if !has_host {
         emit("host", Values::Added(Cow::Borrowed(request.host.as_str())))?;
