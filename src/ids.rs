@@ -20,21 +20,22 @@ pub fn lambda_request_id() -> String {
 
 /// An X-Ray trace header: `Root=1-{epoch seconds, hex}-{96 random bits, hex}`.
 pub fn trace_id(at: SystemTime) -> String {
-    const PREFIX: &str = "Root=1-";
-    // Written digit by digit: `format!` costs as much again as the rest of the event.
-    fn push_hex(text: &mut String, value: u128, digits: u32) {
-        for shift in (0..digits).rev() {
-            let digit = (value >> (shift * 4)) & 0xf;
-            text.push(char::from_digit(digit as u32, 16).unwrap_or('0'));
+    // Digits written into a fixed buffer: `format!` costs as much again as the rest of the
+    // event, and pushing them onto a `String` one `char` at a time half as much.
+    fn write_hex(digits: &mut [u8], value: u128) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let last = digits.len() - 1;
+        for (i, digit) in digits.iter_mut().enumerate() {
+            *digit = HEX[((value >> ((last - i) * 4)) & 0xf) as usize];
         }
     }
-    let seconds = epoch_seconds(at);
-    let mut text = String::with_capacity(PREFIX.len() + 8 + 1 + 24);
-    text.push_str(PREFIX);
-    push_hex(&mut text, u128::from(seconds & 0xffff_ffff), 8);
-    text.push('-');
-    push_hex(&mut text, fastrand::u128(..), 24);
-    text
+    let mut text = *b"Root=1-00000000-000000000000000000000000";
+    write_hex(
+        &mut text[7..15],
+        u128::from(epoch_seconds(at) & 0xffff_ffff),
+    );
+    write_hex(&mut text[16..], fastrand::u128(..));
+    String::from_utf8(text.to_vec()).unwrap_or_default()
 }
 
 /// The request's own X-Ray trace header, else a fresh one for a request received `at`.
