@@ -312,3 +312,52 @@ async fn a_slow_head_is_cut_off_at_30_s_and_an_idle_connection_outlives_it() {
     idle.write_all(PING).await.unwrap();
     assert!(read_head(&mut idle).await.starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn out_of_file_descriptors_lrp_warns_once_and_accepts_again_when_some_free() {
+    // Soft and hard limits alike, so lrp cannot raise its own.
+    let mut command = common::clean_command("sh");
+    command.args([
+        "-c",
+        "ulimit -n 64 && exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_lrp"),
+    ]);
+    let lrp = Lrp::start_command(command, "");
+    let listening = lrp.expect_log("listening on").await;
+    let workers: usize = listening
+        .split_once("workers=")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no worker count in {listening:?}"));
+
+    // More connections than lrp has descriptors for: the kernel completes every handshake,
+    // lrp accepts until it runs out.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(TcpStream::connect(lrp.addr).await.unwrap());
+    }
+    let out_of_descriptors = lrp
+        .process
+        .output
+        .line_with("accept failed", Duration::from_secs(10));
+    assert!(
+        out_of_descriptors.await.is_some(),
+        "no accept failed:\n{}",
+        lrp.logs()
+    );
+    // Half a second at the limit is ten retries per worker: a warning each would be ten lines.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let warnings = lrp.process.output.count("accept failed");
+    assert!(
+        warnings <= workers,
+        "{warnings} warnings from {workers} workers:\n{}",
+        lrp.logs()
+    );
+
+    drop(held);
+    served_connection(&lrp).await;
+    let again = lrp
+        .process
+        .output
+        .line_with("accepting connections again", Duration::from_secs(10));
+    assert!(again.await.is_some(), "no accepting again:\n{}", lrp.logs());
+}

@@ -32,6 +32,9 @@ use crate::router::RouteTable;
 use crate::target::aws::AwsTarget;
 use crate::target::{Target, TargetFactory};
 
+/// How long a worker waits before it tries again an `accept` that failed (out of file
+/// descriptors: one may free at any moment, and the kernel holds the client meanwhile).
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// How long in-flight requests may run on after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2: a PING after this long without a frame, and the connection is closed if its answer
@@ -349,19 +352,28 @@ impl Server {
         let mut stop = shared.stop_accepting.1.clone();
         let max_connections = self.state.max_connections;
         let mut warned_full = false;
+        let mut accept_failing = false;
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Running out of file descriptors must not end the server: wait, go on.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Said once until an accept succeeds, not at every retry.
+                        if !accept_failing {
+                            warn!(error = %e, "accept failed: retrying every 50 ms");
+                            accept_failing = true;
+                        }
+                        tokio::time::sleep(ACCEPT_RETRY).await;
                         continue;
                     }
                 },
                 _ = stop.wait_for(|stop| *stop) => break,
             };
+            if accept_failing {
+                info!("accepting connections again");
+                accept_failing = false;
+            }
             // At the limit, this worker holds the connection it has just accepted unserved,
             // and accepts no more: new clients wait in the kernel's backlog until a connection
             // closes, instead of each costing memory here. The place is taken after `accept`,
