@@ -106,13 +106,27 @@ impl Format {
         }
     }
 
-    /// The response this front door makes of a function's result. `accept` is the request's
-    /// `Accept` header (REST decodes binary results by it). A streaming function's answer,
+    /// Whether this front door decodes a base64 result body for a request with `headers`:
+    /// REST does when the first media type the request accepts is one of the API's binary
+    /// media types. Read before the request's head is let go, so the result needs no copy of
+    /// the head.
+    pub fn decodes_base64_result(&self, headers: &http::HeaderMap) -> bool {
+        let Format::Rest(options) = self else {
+            return false;
+        };
+        headers
+            .get(http::header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| body::first_accept_is_binary(accept, &options.binary_media_types))
+    }
+
+    /// The response this front door makes of a function's result; `decode_base64` is
+    /// [`Format::decodes_base64_result`] for the request. A streaming function's answer,
     /// buffered by its endpoint, is the response its prelude describes, whatever the format.
     pub fn from_result(
         &self,
         result: Bytes,
-        accept: Option<&str>,
+        decode_base64: bool,
     ) -> Result<Response<Bytes>, EventError> {
         if let Some(streamed) = prelude::buffered_stream(&result) {
             return streamed;
@@ -120,12 +134,7 @@ impl Format {
         match self {
             Format::HttpApi | Format::FunctionUrl => v2::from_result(result),
             Format::HttpApiV1 => v1::from_result(result, v1::ResultRules::HttpApi),
-            Format::Rest(options) => {
-                let decode_base64 = accept.is_some_and(|accept| {
-                    body::first_accept_is_binary(accept, &options.binary_media_types)
-                });
-                v1::from_result(result, v1::ResultRules::Rest { decode_base64 })
-            }
+            Format::Rest(_) => v1::from_result(result, v1::ResultRules::Rest { decode_base64 }),
             Format::Alb {
                 multi_value_headers,
             } => alb::from_result(result, *multi_value_headers),
@@ -462,6 +471,28 @@ mod tests {
         // The closing brace is one byte too many.
         assert_eq!(write(8), (Ok(()), Err(EventTooLarge)));
         assert_eq!(write(7), (Err(EventTooLarge), Err(EventTooLarge)));
+    }
+
+    #[test]
+    fn only_rest_decodes_base64_results_and_only_for_a_binary_first_accept_type() {
+        let rest = Format::Rest(RestOptions {
+            stage: "prod".into(),
+            stage_variables: Vec::new(),
+            binary_media_types: vec!["image/png".into()],
+        });
+        let accepting = |accept: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(accept) = accept {
+                headers.insert(http::header::ACCEPT, accept.parse().unwrap());
+            }
+            headers
+        };
+        assert!(rest.decodes_base64_result(&accepting(Some("image/png, text/html"))));
+        assert!(!rest.decodes_base64_result(&accepting(Some("text/html, image/png"))));
+        assert!(!rest.decodes_base64_result(&accepting(None)));
+        for other in [Format::HttpApi, Format::HttpApiV1, Format::FunctionUrl] {
+            assert!(!other.decodes_base64_result(&accepting(Some("image/png"))));
+        }
     }
 
     #[test]

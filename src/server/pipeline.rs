@@ -18,7 +18,7 @@ use super::body::{self, ResponseBody};
 use super::{Proxy, Route, State};
 use crate::access_log;
 use crate::error::ProxyError;
-use crate::event::{Connection, Format, FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
+use crate::event::{Connection, FrontDoor, IncomingRequest, MAX_EVENT_BYTES};
 use crate::ids;
 use crate::router::{Host, HostError, InternalRoute, internal_route};
 use crate::target::{Invoked, TargetError};
@@ -217,16 +217,7 @@ async fn invoke(
         .format
         .to_event(&incoming)
         .map_err(|_| ProxyError::RequestTooLarge)?;
-    // REST alone reads `Accept`, to decide whether to decode a base64 body.
-    let accept = match route.format {
-        Format::Rest(_) => context
-            .parts
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        _ => None,
-    };
+    let decode_base64 = route.format.decodes_base64_result(&context.parts.headers);
     drop(body);
     drop(context);
     let event = Bytes::from(event);
@@ -255,7 +246,7 @@ async fn invoke(
         // A stream carries its own head in its prelude, whatever the format.
         Invoked::Streamed(stream) => return body::streaming_response(stream).await,
     };
-    let response = route.format.from_result(result, accept.as_deref())?;
+    let response = route.format.from_result(result, decode_base64)?;
     Ok(response.map(ResponseBody::whole))
 }
 
