@@ -477,12 +477,7 @@ async fn lrp_raises_its_open_file_limit_and_functions_get_the_one_it_started_wit
         "the test needs a hard open-file limit above 256, not {hard}"
     );
     // The shell lowers the soft limit, then becomes lrp.
-    let mut command = common::clean_command("sh");
-    command.args([
-        "-c",
-        "ulimit -Sn 256 && exec \"$0\" \"$@\"",
-        env!("CARGO_BIN_EXE_lrp"),
-    ]);
+    let command = common::lrp_after_shell("ulimit -Sn 256");
     let lrp = Lrp::start_command(command, &format!("local:\n{}", bash_rule("files.test", "")));
     assert_eq!(limits(lrp.process.child.id()), (hard.clone(), hard));
 

@@ -316,13 +316,7 @@ async fn a_slow_head_is_cut_off_at_30_s_and_an_idle_connection_outlives_it() {
 #[tokio::test]
 async fn out_of_file_descriptors_lrp_warns_once_and_accepts_again_when_some_free() {
     // Soft and hard limits alike, so lrp cannot raise its own.
-    let mut command = common::clean_command("sh");
-    command.args([
-        "-c",
-        "ulimit -n 64 && exec \"$0\" \"$@\"",
-        env!("CARGO_BIN_EXE_lrp"),
-    ]);
-    let lrp = Lrp::start_command(command, "");
+    let lrp = Lrp::start_command(common::lrp_after_shell("ulimit -n 64"), "");
     let listening = lrp.expect_log("listening on").await;
     let workers: usize = listening
         .split_once("workers=")

@@ -360,8 +360,20 @@ pub fn lrp_command() -> Command {
     clean_command(env!("CARGO_BIN_EXE_lrp"))
 }
 
+/// [`lrp_command`] run by a shell that runs `setup` first (`ulimit -n 64`, say), then becomes
+/// lrp: the same process, so its pid is lrp's.
+pub fn lrp_after_shell(setup: &str) -> Command {
+    let mut command = clean_command("sh");
+    command.args([
+        "-c",
+        &format!("{setup} && exec \"$0\" \"$@\""),
+        env!("CARGO_BIN_EXE_lrp"),
+    ]);
+    command
+}
+
 /// `program` with a clean environment, as [`lrp_command`].
-pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new(program);
     command
         .env_clear()
