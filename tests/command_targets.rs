@@ -484,3 +484,35 @@ async fn lrp_raises_its_open_file_limit_and_functions_get_the_one_it_started_wit
     let reply = send(lrp.request("GET", "files.test", "/open-files"), "").await;
     assert_eq!(reply.text(), "open-files=256", "{}", lrp.logs());
 }
+
+#[tokio::test]
+async fn functions_run_as_batch_work_and_lrp_keeps_its_own_policy() {
+    // Field 41 of /proc/PID/stat (proc(5)); comm, field 2, holds no space for these processes.
+    const SCHED_OTHER: &str = "0";
+    const SCHED_BATCH: &str = "3";
+    let policy_of = |stat: &str| {
+        let stat = std::fs::read_to_string(stat).unwrap();
+        stat.split_whitespace()
+            .nth(40)
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let lrp = Lrp::start(&format!("local:\n{}", bash_rule("sched.test", "")));
+
+    let reply = send(lrp.request("GET", "sched.test", "/sched-policy"), "").await;
+    assert_eq!(reply.status, 200, "{}", lrp.logs());
+    assert_eq!(
+        reply.text(),
+        format!("policy={SCHED_BATCH}"),
+        "{}",
+        lrp.logs()
+    );
+
+    let tasks = format!("/proc/{}/task", lrp.process.child.id());
+    let threads: Vec<_> = std::fs::read_dir(&tasks).unwrap().flatten().collect();
+    assert!(threads.len() > 1, "lrp runs worker threads");
+    for thread in threads {
+        let stat = thread.path().join("stat");
+        assert_eq!(policy_of(stat.to_str().unwrap()), SCHED_OTHER, "{stat:?}");
+    }
+}

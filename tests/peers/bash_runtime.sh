@@ -32,6 +32,8 @@ while true; do
       echo "second-status=$(post "invocation/$id/response" '{"statusCode":200,"body":"second"}')" ;;
     /open-files)
       post "invocation/$id/response" "{\"statusCode\":200,\"body\":\"open-files=$(ulimit -Sn)\"}" > /dev/null ;;
+    /sched-policy) # field 41 of /proc/PID/stat: the scheduling policy (sched(7) numbers)
+      post "invocation/$id/response" "{\"statusCode\":200,\"body\":\"policy=$(awk '{ print $41 }' "/proc/$$/stat")\"}" > /dev/null ;;
     /big)
       big=$(head -c 7000000 /dev/zero | tr '\0' 'x')
       echo "big-status=$(post "invocation/$id/response" "{\"statusCode\":200,\"body\":\"$big\"}")" ;;
