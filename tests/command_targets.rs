@@ -490,12 +490,10 @@ async fn functions_run_as_batch_work_and_lrp_keeps_its_own_policy() {
     // Field 41 of /proc/PID/stat (proc(5)); comm, field 2, holds no space for these processes.
     const SCHED_OTHER: &str = "0";
     const SCHED_BATCH: &str = "3";
-    let policy_of = |stat: &str| {
-        let stat = std::fs::read_to_string(stat).unwrap();
-        stat.split_whitespace()
-            .nth(40)
-            .map(str::to_owned)
-            .unwrap_or_default()
+    // `None` for a thread that has exited since it was listed.
+    let policy_of = |stat: &std::path::Path| {
+        let stat = std::fs::read_to_string(stat).ok()?;
+        stat.split_whitespace().nth(40).map(str::to_owned)
     };
     let lrp = Lrp::start(&format!("local:\n{}", bash_rule("sched.test", "")));
 
@@ -511,8 +509,10 @@ async fn functions_run_as_batch_work_and_lrp_keeps_its_own_policy() {
     let tasks = format!("/proc/{}/task", lrp.process.child.id());
     let threads: Vec<_> = std::fs::read_dir(&tasks).unwrap().flatten().collect();
     assert!(threads.len() > 1, "lrp runs worker threads");
-    for thread in threads {
-        let stat = thread.path().join("stat");
-        assert_eq!(policy_of(stat.to_str().unwrap()), SCHED_OTHER, "{stat:?}");
-    }
+    let policies: Vec<_> = threads
+        .iter()
+        .filter_map(|thread| policy_of(&thread.path().join("stat")))
+        .collect();
+    assert!(!policies.is_empty(), "no lrp thread could be read");
+    assert!(policies.iter().all(|p| p == SCHED_OTHER), "{policies:?}");
 }
