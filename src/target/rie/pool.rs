@@ -108,9 +108,14 @@ async fn close_expired() {
 /// without one.
 fn expire(idle: &mut HashMap<Box<str>, Idle>, now: Instant) {
     idle.retain(|_, streams| {
-        streams.retain(|(_, since)| now.saturating_duration_since(*since) < IDLE_TIMEOUT);
+        streams.retain(|(_, since)| fresh(*since, now));
         !streams.is_empty()
     });
+}
+
+/// Whether a connection idle since `since` may still be used at `now`.
+fn fresh(since: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(since) < IDLE_TIMEOUT
 }
 
 /// The most recently used idle connection that is still open and fresh; older or closed
@@ -119,7 +124,7 @@ fn take_idle(authority: &str) -> Option<TcpStream> {
     IDLE.with_borrow_mut(|idle| {
         let streams = idle.get_mut(authority)?;
         while let Some((stream, since)) = streams.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && is_open(&stream) {
+            if fresh(since, Instant::now()) && is_open(&stream) {
                 return Some(stream);
             }
         }
