@@ -71,8 +71,7 @@ impl Instance {
             .stderr(Stdio::piped())
             // Its own group, so that a timeout ends the runtime and everything it started.
             .process_group(0);
-        die_with_parent(&mut command);
-        schedule_as_batch_work(&mut command);
+        tie_to_lrp(&mut command);
         crate::open_files::restore_in_child(&mut command);
         let mut child = match command.spawn() {
             Ok(child) => child,
@@ -281,32 +280,20 @@ fn pidfd(pid: i32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
         .ok()
 }
 
-/// On Linux, the runtime is killed if lrp itself dies without the chance to stop it.
+/// On Linux, two settings of the runtime's process:
+/// - it is killed if lrp itself dies without the chance to stop it (`PR_SET_PDEATHSIG`);
+/// - it runs under `SCHED_BATCH` (sched(7)): a runtime woken by lrp's answer to `/next` or
+///   `/response` does not preempt lrp, which then finishes what it was doing (often the
+///   client's response) before the runtime runs. Without it, every invocation switches to the
+///   runtime and back twice. The runtime is noninteractive work that only lrp talks to, the
+///   case `SCHED_BATCH` is for; its nice value is unchanged, and a failure leaves it as it was.
 #[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut tokio::process::Command) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe, as a pre_exec hook must be.
+fn tie_to_lrp(command: &mut tokio::process::Command) {
+    // SAFETY: prctl and sched_setscheduler are single system calls with no lock or
+    // allocation, safe in a pre_exec hook; `param` is on the child's stack.
     unsafe {
         command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut tokio::process::Command) {}
-
-/// On Linux, the runtime runs under `SCHED_BATCH` (sched(7)): a runtime woken by lrp's answer
-/// to `/next` or `/response` does not preempt lrp, which then finishes what it was doing (often
-/// the client's response) before the runtime runs. Without it, every invocation switches to the
-/// runtime and back twice. The runtime is noninteractive work that only lrp talks to, the case
-/// `SCHED_BATCH` is for; its nice value is unchanged, and a failure leaves it as it was.
-#[cfg(target_os = "linux")]
-fn schedule_as_batch_work(command: &mut tokio::process::Command) {
-    // SAFETY: sched_setscheduler is a single system call with no lock or allocation, safe in
-    // a pre_exec hook; it reads only `param`, on the child's stack.
-    unsafe {
-        command.pre_exec(|| {
             let param = libc::sched_param { sched_priority: 0 };
             libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
             Ok(())
@@ -315,7 +302,7 @@ fn schedule_as_batch_work(command: &mut tokio::process::Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn schedule_as_batch_work(_command: &mut tokio::process::Command) {}
+fn tie_to_lrp(_command: &mut tokio::process::Command) {}
 
 /// The last 4 KB of what the runtime printed since an invocation started, as Lambda returns
 /// it for `X-Amz-Log-Type: Tail`, framed by Lambda's START, END and REPORT lines.
