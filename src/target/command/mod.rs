@@ -1,6 +1,7 @@
 //! Functions whose code lrp runs itself, as Lambda does: processes started on demand, each
 //! served the Lambda Runtime API, one invocation at a time each, up to `concurrency` at once.
 
+mod fast_path;
 mod instance;
 mod runtime_api;
 mod small_reads;

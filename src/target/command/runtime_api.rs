@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -20,10 +20,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::fast_path::{self, Parsed, Prefixed};
 use super::small_reads::SmallReads;
 use crate::error::json_response;
 use crate::event::MAX_RESULT_BYTES;
@@ -46,6 +49,8 @@ const EXTENSION_PREFIX: &str = "/2020-01-01/extension";
 /// hyper's default buffer (about 400 KiB) refuses, and the runtime then exits instead of
 /// reporting its error. Reads stay small all the same: see [`SmallReads`].
 const MAX_HEAD_BYTES: usize = 1024 * 1024 + 64 * 1024;
+/// What a connection's reads start with: the head of a `/response` and a small result.
+const FIRST_READ_BYTES: usize = 4 * 1024;
 
 /// One invocation on its way to the runtime.
 pub struct Invocation {
@@ -91,6 +96,37 @@ struct Current {
     reply: Option<oneshot::Sender<Outcome>>,
 }
 
+/// An invocation as `/next` hands it to the runtime.
+pub struct Handed {
+    request_id: String,
+    deadline_epoch_ms: u64,
+    trace_id: String,
+    pub event: Bytes,
+}
+
+impl Handed {
+    /// `/next`'s headers (the Lambda guide, "Using the Lambda runtime API"), each value as it is
+    /// written; values a header cannot carry are left out.
+    pub fn for_each_header(
+        &self,
+        function_arn: Option<&HeaderValue>,
+        mut header: impl FnMut(HeaderName, &[u8]),
+    ) {
+        header(header::CONTENT_TYPE, b"application/json");
+        header(REQUEST_ID, self.request_id.as_bytes());
+        header(
+            DEADLINE_MS,
+            itoa::Buffer::new()
+                .format(self.deadline_epoch_ms)
+                .as_bytes(),
+        );
+        if let Some(function_arn) = function_arn {
+            header(FUNCTION_ARN, function_arn.as_bytes());
+        }
+        header(TRACE_ID, self.trace_id.as_bytes());
+    }
+}
+
 pub struct RuntimeApi {
     function_arn: String,
     /// The same, as `/next` sends it.
@@ -118,23 +154,93 @@ impl RuntimeApi {
     /// Serves the runtime's connections until the listener's task is aborted.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         while let Ok((stream, _)) = listener.accept().await {
-            let (read, write) = stream.into_split();
-            let stream = tokio::io::join(SmallReads::new(read), write);
-            let api = self.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let api = api.clone();
-                    async move { Ok::<_, Infallible>(api.handle(request).await) }
-                });
-                let _ = http1::Builder::new()
-                    .max_buf_size(MAX_HEAD_BYTES)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(self.clone().connection(stream));
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Serves `/next` and buffered responses itself, for as long as the runtime sends only
+    /// those; the first other request, and the rest of the connection, go to hyper.
+    async fn connection(self: Arc<Self>, stream: TcpStream) {
+        let (mut read, mut write) = stream.into_split();
+        let mut unread = BytesMut::with_capacity(FIRST_READ_BYTES);
+        loop {
+            let (request, head_length) = match fast_path::parse(&unread) {
+                Parsed::Fast {
+                    request,
+                    head_length,
+                } => (request, head_length),
+                Parsed::Partial if unread.len() < fast_path::MAX_HEAD_BYTES => {
+                    unread.reserve(FIRST_READ_BYTES);
+                    match read.read_buf(&mut unread).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => continue,
+                    }
+                }
+                Parsed::Partial | Parsed::Other => {
+                    return self.serve_with_hyper(unread.freeze(), read, write).await;
+                }
+            };
+            unread.advance(head_length);
+            let written = match request {
+                fast_path::Request::Next => {
+                    // A runtime that goes away while it waits must not take an invocation
+                    // with it.
+                    let handed = tokio::select! {
+                        handed = self.next_invocation() => handed,
+                        () = until_closed(&mut read, &mut unread) => return,
+                    };
+                    match handed {
+                        Some(handed) => {
+                            let arn = self.function_arn_header.as_ref();
+                            fast_path::write_next(&mut write, handed, arn).await
+                        }
+                        None => fast_path::write_response(&mut write, shutting_down()).await,
+                    }
+                }
+                fast_path::Request::Response {
+                    request_id,
+                    body_length,
+                } => {
+                    while unread.len() < body_length {
+                        unread.reserve(body_length - unread.len());
+                        if !matches!(read.read_buf(&mut unread).await, Ok(1..)) {
+                            return;
+                        }
+                    }
+                    let body = unread.split_to(body_length).freeze();
+                    match self.settle_body(&request_id, Ok(body)) {
+                        Ok(()) => write.write_all(fast_path::ACCEPTED).await,
+                        Err(not_accepted) => {
+                            fast_path::write_response(&mut write, not_accepted.response()).await
+                        }
+                    }
+                }
+            };
+            if written.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn serve_with_hyper(
+        self: Arc<Self>,
+        already_read: Bytes,
+        read: OwnedReadHalf,
+        write: OwnedWriteHalf,
+    ) {
+        let read = Prefixed::new(already_read, SmallReads::new(read));
+        let stream = tokio::io::join(read, write);
+        let service = service_fn(move |request| {
+            let api = self.clone();
+            async move { Ok::<_, Infallible>(api.handle(request).await.map(Full::new)) }
+        });
+        let _ = http1::Builder::new()
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Bytes> {
         let path = request.uri().path().to_owned();
         if let Some(route) = path.strip_prefix(EXTENSION_PREFIX) {
             return self.extension(request.method(), route).await;
@@ -147,7 +253,7 @@ impl RuntimeApi {
             );
         };
         match (request.method(), route) {
-            (&Method::GET, "/invocation/next") => self.next().await,
+            (&Method::GET, "/invocation/next") => self.next_response(self.next_invocation().await),
             (&Method::POST, "/init/error") => {
                 let error_type = error_type_header(&request);
                 let body = read_limited(request.into_body()).await.unwrap_or_default();
@@ -188,7 +294,7 @@ impl RuntimeApi {
         }
     }
 
-    async fn extension(&self, method: &Method, route: &str) -> Response<Full<Bytes>> {
+    async fn extension(&self, method: &Method, route: &str) -> Response<Bytes> {
         match (method, route) {
             (&Method::POST, "/register") => {
                 let name = self.function_arn.rsplit(':').next().unwrap_or("");
@@ -197,7 +303,7 @@ impl RuntimeApi {
                     "functionVersion": "$LATEST",
                     "handler": "",
                 });
-                let mut response = json_response(StatusCode::OK, body.to_string()).map(Full::new);
+                let mut response = json_response(StatusCode::OK, body.to_string());
                 if let Ok(id) = HeaderValue::try_from(crate::ids::lambda_request_id()) {
                     response
                         .headers_mut()
@@ -222,18 +328,13 @@ impl RuntimeApi {
         }
     }
 
-    async fn next(&self) -> Response<Full<Bytes>> {
+    /// The next invocation, made the runtime's current one; `None` once the environment shuts
+    /// down.
+    async fn next_invocation(&self) -> Option<Handed> {
         let invocation = {
             let mut next = self.next.lock().await;
             next.recv().await
-        };
-        let Some(invocation) = invocation else {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Runtime.Shutdown",
-                "the execution environment is shutting down",
-            );
-        };
+        }?;
         if let Ok(mut current) = self.current.lock() {
             *current = Some(Current {
                 request_id: invocation.request_id.clone(),
@@ -241,22 +342,27 @@ impl RuntimeApi {
                 reply: Some(invocation.reply),
             });
         }
-        let mut response = Response::new(Full::new(invocation.event));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Ok(request_id) = HeaderValue::try_from(invocation.request_id) {
-            headers.insert(REQUEST_ID, request_id);
-        }
-        headers.insert(DEADLINE_MS, HeaderValue::from(invocation.deadline_epoch_ms));
-        if let Some(function_arn) = &self.function_arn_header {
-            headers.insert(FUNCTION_ARN, function_arn.clone());
-        }
-        if let Ok(trace_id) = HeaderValue::try_from(invocation.trace_id) {
-            headers.insert(TRACE_ID, trace_id);
-        }
+        Some(Handed {
+            request_id: invocation.request_id,
+            deadline_epoch_ms: invocation.deadline_epoch_ms,
+            trace_id: invocation.trace_id,
+            event: invocation.event,
+        })
+    }
+
+    /// `/next`'s answer, for hyper.
+    fn next_response(&self, handed: Option<Handed>) -> Response<Bytes> {
+        let Some(handed) = handed else {
+            return shutting_down();
+        };
+        let mut headers = http::HeaderMap::with_capacity(5);
+        handed.for_each_header(self.function_arn_header.as_ref(), |name, value| {
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.insert(name, value);
+            }
+        });
+        let mut response = Response::new(handed.event);
+        *response.headers_mut() = headers;
         response
     }
 
@@ -264,7 +370,7 @@ impl RuntimeApi {
         &self,
         request_id: &str,
         request: Request<Incoming>,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<Bytes> {
         let streaming = request
             .headers()
             .get(RESPONSE_MODE)
@@ -273,26 +379,29 @@ impl RuntimeApi {
             return self.settle_stream(request_id, request).await;
         }
         let body = read_limited(request.into_body()).await;
+        match self.settle_body(request_id, body) {
+            Ok(()) => accepted(),
+            Err(not_accepted) => not_accepted.response(),
+        }
+    }
+
+    /// Settles the invocation `request_id` with a buffered response's body, as read: `Ok` when
+    /// the runtime is to be answered `202`.
+    fn settle_body(
+        &self,
+        request_id: &str,
+        body: Result<Bytes, BodyError>,
+    ) -> Result<(), NotAccepted> {
         let outcome = match body {
             Ok(body) => Outcome::Response(body),
             Err(BodyError::TooLarge) => Outcome::ResponseTooLarge,
-            Err(BodyError::Broken) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "TruncatedHTTPRequest",
-                    "HTTP request detected as truncated",
-                );
-            }
+            Err(BodyError::Broken) => return Err(NotAccepted::Truncated),
         };
         let too_large = matches!(outcome, Outcome::ResponseTooLarge);
         match self.settle(request_id, outcome) {
-            Err(refusal) => refusal.response(),
-            Ok(()) if too_large => error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                &format!("Exceeded maximum allowed payload size ({MAX_RESULT_BYTES} bytes)."),
-            ),
-            Ok(()) => accepted(),
+            Err(refusal) => Err(NotAccepted::Refused(refusal)),
+            Ok(()) if too_large => Err(NotAccepted::TooLarge),
+            Ok(()) => Ok(()),
         }
     }
 
@@ -301,11 +410,7 @@ impl RuntimeApi {
     /// mid-stream reported in the `Lambda-Runtime-Function-Error-Type` and `-Body` trailers.
     /// Each chunk is handed on as it arrives; the runtime is answered once the stream ends,
     /// or at once when the client has gone away.
-    async fn settle_stream(
-        &self,
-        request_id: &str,
-        request: Request<Incoming>,
-    ) -> Response<Full<Bytes>> {
+    async fn settle_stream(&self, request_id: &str, request: Request<Incoming>) -> Response<Bytes> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -328,11 +433,7 @@ impl RuntimeApi {
         accepted()
     }
 
-    async fn settle_error(
-        &self,
-        request_id: &str,
-        request: Request<Incoming>,
-    ) -> Response<Full<Bytes>> {
+    async fn settle_error(&self, request_id: &str, request: Request<Incoming>) -> Response<Bytes> {
         let error_type = error_type_header(&request);
         let body = read_limited(request.into_body()).await.unwrap_or_default();
         let (error_type, message) = describe_error(error_type, &body);
@@ -369,6 +470,18 @@ impl RuntimeApi {
     }
 }
 
+/// Returns once the runtime has closed its connection (or it failed), keeping what it sends
+/// meanwhile, up to a head's worth: beyond that it waits without reading.
+async fn until_closed(read: &mut OwnedReadHalf, unread: &mut BytesMut) {
+    while unread.len() < fast_path::MAX_HEAD_BYTES {
+        unread.reserve(FIRST_READ_BYTES);
+        if matches!(read.read_buf(unread).await, Ok(0) | Err(_)) {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// Why a runtime's answer was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
@@ -378,7 +491,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn response(self) -> Response<Full<Bytes>> {
+    fn response(self) -> Response<Bytes> {
         match self {
             Refusal::UnknownRequestId => error(
                 StatusCode::BAD_REQUEST,
@@ -387,6 +500,33 @@ impl Refusal {
             ),
             Refusal::NoInvocation => invalid_state("no invocation is in progress"),
             Refusal::AlreadyAnswered => invalid_state("the invocation was already answered"),
+        }
+    }
+}
+
+/// Why a buffered response is not answered `202`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotAccepted {
+    Truncated,
+    /// Settled as too large: the invoker answers for it.
+    TooLarge,
+    Refused(Refusal),
+}
+
+impl NotAccepted {
+    fn response(self) -> Response<Bytes> {
+        match self {
+            NotAccepted::Truncated => error(
+                StatusCode::BAD_REQUEST,
+                "TruncatedHTTPRequest",
+                "HTTP request detected as truncated",
+            ),
+            NotAccepted::TooLarge => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("Exceeded maximum allowed payload size ({MAX_RESULT_BYTES} bytes)."),
+            ),
+            NotAccepted::Refused(refusal) => refusal.response(),
         }
     }
 }
@@ -467,21 +607,31 @@ fn describe_error(header_type: Option<String>, body: &[u8]) -> (String, String) 
     ErrorObject::parse(body).describe(fallback, body)
 }
 
-fn accepted() -> Response<Full<Bytes>> {
-    json_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#).map(Full::new)
+fn shutting_down() -> Response<Bytes> {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Runtime.Shutdown",
+        "the execution environment is shutting down",
+    )
 }
 
-fn invalid_state(message: &str) -> Response<Full<Bytes>> {
+fn accepted() -> Response<Bytes> {
+    json_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
+}
+
+fn invalid_state(message: &str) -> Response<Bytes> {
     error(StatusCode::FORBIDDEN, "InvalidStateTransition", message)
 }
 
-fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Bytes> {
     let body = serde_json::json!({"errorMessage": message, "errorType": error_type});
-    json_response(status, body.to_string()).map(Full::new)
+    json_response(status, body.to_string())
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     #[test]
@@ -521,7 +671,7 @@ mod tests {
                 .headers()
                 .contains_key("lambda-extension-identifier")
         );
-        let body = registered.into_body().collect().await.unwrap().to_bytes();
+        let body = registered.into_body();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["functionName"], "hello");
 
@@ -537,6 +687,181 @@ mod tests {
         death.send_replace(Some(Death::Exited("gone".into())));
         assert_eq!(waiting.await.unwrap().status(), 500);
         assert_eq!(api.extension(&Method::GET, "/other").await.status(), 404);
+    }
+
+    /// A runtime's side of a Runtime API connection, spoken by hand.
+    struct Runtime(tokio::net::TcpStream);
+
+    impl Runtime {
+        async fn connect(address: std::net::SocketAddr) -> Self {
+            Runtime(tokio::net::TcpStream::connect(address).await.unwrap())
+        }
+
+        async fn send(&mut self, request: &str) {
+            self.0.write_all(request.as_bytes()).await.unwrap();
+        }
+
+        /// The next response's head and body (framed by `content-length`).
+        async fn response(&mut self) -> (String, Vec<u8>) {
+            let mut received = Vec::new();
+            loop {
+                if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8(received[..end].to_vec()).unwrap();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length: "))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    if received.len() >= end + 4 + length {
+                        return (head, received[end + 4..end + 4 + length].to_vec());
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let read = self.0.read(&mut chunk).await.unwrap();
+                assert!(read > 0, "the connection closed mid-response");
+                received.extend_from_slice(&chunk[..read]);
+            }
+        }
+    }
+
+    fn invocation(request_id: &str) -> (Invocation, oneshot::Receiver<Outcome>) {
+        let (reply, outcome) = oneshot::channel();
+        let invocation = Invocation {
+            request_id: request_id.into(),
+            event: Bytes::from_static(br#"{"rawPath":"/hello"}"#),
+            deadline_epoch_ms: 1_700_000_000_000,
+            deadline: Instant::now() + std::time::Duration::from_secs(60),
+            trace_id: "Root=1-5759e988-bd862e3fe1be46a994272793".into(),
+            reply,
+        };
+        (invocation, outcome)
+    }
+
+    async fn serving() -> (
+        Arc<RuntimeApi>,
+        mpsc::Sender<Invocation>,
+        std::net::SocketAddr,
+    ) {
+        let (invocations, next) = mpsc::channel(1);
+        let arn = "arn:aws:lambda:us-east-1:000000000000:function:hello";
+        let api = Arc::new(RuntimeApi::new(
+            arn.into(),
+            next,
+            Arc::new(watch::channel(None).0),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(api.clone().serve(listener));
+        (api, invocations, address)
+    }
+
+    const NEXT: &str = "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    #[tokio::test]
+    async fn invocations_go_by_the_fast_path_and_the_rest_to_hyper_on_the_same_connection() {
+        let (_api, invocations, address) = serving().await;
+        let mut runtime = Runtime::connect(address).await;
+
+        runtime.send(NEXT).await;
+        let (first, first_outcome) = invocation("first");
+        invocations.send(first).await.unwrap();
+        let (head, event) = runtime.response().await;
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+             lambda-runtime-aws-request-id: first\r\nlambda-runtime-deadline-ms: 1700000000000\r\n\
+             lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:000000000000:function:hello\r\n\
+             lambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793\r\ncontent-length: 20"
+        );
+        assert_eq!(event, br#"{"rawPath":"/hello"}"#);
+
+        let result = r#"{"statusCode":200}"#;
+        runtime
+            .send(&format!(
+                "POST /2018-06-01/runtime/invocation/first/response HTTP/1.1\r\n\
+                 content-length: {}\r\n\r\n{result}",
+                result.len()
+            ))
+            .await;
+        let (head, body) = runtime.response().await;
+        assert!(head.starts_with("HTTP/1.1 202 Accepted\r\n"), "{head}");
+        assert_eq!(body, br#"{"status":"OK"}"#);
+        assert!(matches!(first_outcome.await, Ok(Outcome::Response(body)) if body == result));
+
+        // An error report is hyper's, and so is the rest of the connection.
+        let (second, second_outcome) = invocation("second");
+        invocations.send(second).await.unwrap();
+        runtime.send(NEXT).await;
+        let (head, _) = runtime.response().await;
+        assert!(
+            head.contains("lambda-runtime-aws-request-id: second"),
+            "{head}"
+        );
+        let error = r#"{"errorMessage":"boom","errorType":"ValueError"}"#;
+        runtime
+            .send(&format!(
+                "POST /2018-06-01/runtime/invocation/second/error HTTP/1.1\r\n\
+                 content-length: {}\r\n\r\n{error}",
+                error.len()
+            ))
+            .await;
+        let (head, _) = runtime.response().await;
+        assert!(head.starts_with("HTTP/1.1 202 Accepted\r\n"), "{head}");
+        assert!(head.contains("date: "), "hyper answered: {head}");
+        assert!(matches!(
+            second_outcome.await,
+            Ok(Outcome::Error { error_type, message }) if error_type == "ValueError" && message == "boom"
+        ));
+        let (third, _) = invocation("third");
+        invocations.send(third).await.unwrap();
+        runtime.send(NEXT).await;
+        let (head, _) = runtime.response().await;
+        assert!(
+            head.contains("lambda-runtime-aws-request-id: third"),
+            "{head}"
+        );
+        assert!(head.contains("date: "), "hyper answered: {head}");
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_goes_away_while_it_waits_takes_no_invocation() {
+        let (api, invocations, address) = serving().await;
+        let serving_only = Arc::strong_count(&api);
+        let mut gone = Runtime::connect(address).await;
+        gone.send(NEXT).await;
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&api) == serving_only {
+            assert!(Instant::now() < deadline, "the connection was never served");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        drop(gone);
+        while Arc::strong_count(&api) > serving_only {
+            assert!(
+                Instant::now() < deadline,
+                "the closed connection still waits for an invocation"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+
+        let mut runtime = Runtime::connect(address).await;
+        runtime.send(NEXT).await;
+        let (only, _) = invocation("only");
+        invocations.send(only).await.unwrap();
+        let (head, _) = runtime.response().await;
+        assert!(
+            head.contains("lambda-runtime-aws-request-id: only"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_answers_as_hyper_would() {
+        let mut written = Vec::new();
+        fast_path::write_response(&mut written, accepted())
+            .await
+            .unwrap();
+        assert_eq!(written, fast_path::ACCEPTED);
     }
 
     #[test]
