@@ -701,6 +701,16 @@ mod tests {
             self.0.write_all(request.as_bytes()).await.unwrap();
         }
 
+        /// `POST /2018-06-01/runtime/invocation/{route}` with `body`.
+        async fn post(&mut self, route: &str, body: &str) {
+            let length = body.len();
+            self.send(&format!(
+                "POST /2018-06-01/runtime/invocation/{route} HTTP/1.1\r\n\
+                 content-length: {length}\r\n\r\n{body}"
+            ))
+            .await;
+        }
+
         /// The next response's head and body (framed by `content-length`).
         async fn response(&mut self) -> (String, Vec<u8>) {
             let mut received = Vec::new();
@@ -777,13 +787,7 @@ mod tests {
         assert_eq!(event, br#"{"rawPath":"/hello"}"#);
 
         let result = r#"{"statusCode":200}"#;
-        runtime
-            .send(&format!(
-                "POST /2018-06-01/runtime/invocation/first/response HTTP/1.1\r\n\
-                 content-length: {}\r\n\r\n{result}",
-                result.len()
-            ))
-            .await;
+        runtime.post("first/response", result).await;
         let (head, body) = runtime.response().await;
         assert!(head.starts_with("HTTP/1.1 202 Accepted\r\n"), "{head}");
         assert_eq!(body, br#"{"status":"OK"}"#);
@@ -799,13 +803,7 @@ mod tests {
             "{head}"
         );
         let error = r#"{"errorMessage":"boom","errorType":"ValueError"}"#;
-        runtime
-            .send(&format!(
-                "POST /2018-06-01/runtime/invocation/second/error HTTP/1.1\r\n\
-                 content-length: {}\r\n\r\n{error}",
-                error.len()
-            ))
-            .await;
+        runtime.post("second/error", error).await;
         let (head, _) = runtime.response().await;
         assert!(head.starts_with("HTTP/1.1 202 Accepted\r\n"), "{head}");
         assert!(head.contains("date: "), "hyper answered: {head}");
