@@ -789,7 +789,7 @@ mod tests {
         let result = r#"{"statusCode":200}"#;
         runtime.post("first/response", result).await;
         let (head, body) = runtime.response().await;
-        assert!(head.starts_with("HTTP/1.1 202 Accepted\r\n"), "{head}");
+        assert_eq!(head.as_bytes(), &fast_path::ACCEPTED[..head.len()]);
         assert_eq!(body, br#"{"status":"OK"}"#);
         assert!(matches!(first_outcome.await, Ok(Outcome::Response(body)) if body == result));
 
@@ -820,6 +820,30 @@ mod tests {
             "{head}"
         );
         assert!(head.contains("date: "), "hyper answered: {head}");
+    }
+
+    #[tokio::test]
+    async fn a_result_near_the_limit_is_read_whole_across_many_reads() {
+        let (_api, invocations, address) = serving().await;
+        let mut runtime = Runtime::connect(address).await;
+        runtime.send(NEXT).await;
+        let (large, outcome) = invocation("large");
+        invocations.send(large).await.unwrap();
+        runtime.response().await;
+
+        let body = format!(r#"{{"body":"{}"}}"#, "x".repeat(MAX_RESULT_BYTES - 11));
+        assert_eq!(body.len(), MAX_RESULT_BYTES);
+        let (sent, answered) = tokio::join!(runtime.post("large/response", &body), async {
+            match outcome.await {
+                Ok(Outcome::Response(result)) => result,
+                other => panic!("{other:?}"),
+            }
+        });
+        let () = sent;
+        assert!(answered == body.as_bytes(), "the result arrived changed");
+        let (head, _) = runtime.response().await;
+        assert!(head.starts_with("HTTP/1.1 202 Accepted\r\n"), "{head}");
+        assert!(!head.contains("date: "), "the fast path answered: {head}");
     }
 
     #[tokio::test]
