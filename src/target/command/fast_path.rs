@@ -143,18 +143,11 @@ pub async fn write_next<W: AsyncWrite + Unpin>(
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     handed.for_each_header(function_arn, |name, value| {
-        if value.iter().all(|&byte| is_header_value_byte(byte)) {
-            append_header(&mut head, name.as_str().as_bytes(), value);
-        }
+        append_header(&mut head, name.as_str().as_bytes(), value);
     });
     finish_head(&mut head, handed.event.len());
     out.write_all_buf(&mut Buf::chain(&head[..], handed.event))
         .await
-}
-
-/// What a field value may hold (RFC 9110, section 5.5), as `HeaderValue` checks it.
-fn is_header_value_byte(byte: u8) -> bool {
-    byte == b'\t' || (byte >= b' ' && byte != 0x7f)
 }
 
 fn append_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -106,12 +106,19 @@ pub struct Handed {
 
 impl Handed {
     /// `/next`'s headers (the Lambda guide, "Using the Lambda runtime API"), each value as it is
-    /// written; values a header cannot carry are left out.
+    /// written. A value a field cannot carry (RFC 9110, section 5.5: `HeaderValue`'s rule) is
+    /// left out; the ids are lrp's own or a client's header read as text, so none is expected.
     pub fn for_each_header(
         &self,
         function_arn: Option<&HeaderValue>,
-        mut header: impl FnMut(HeaderName, &[u8]),
+        mut emit: impl FnMut(HeaderName, &[u8]),
     ) {
+        let mut header = |name, value: &[u8]| {
+            let valid = |&byte: &u8| byte == b'\t' || (byte >= b' ' && byte != 0x7f);
+            if value.iter().all(valid) {
+                emit(name, value);
+            }
+        };
         header(header::CONTENT_TYPE, b"application/json");
         header(REQUEST_ID, self.request_id.as_bytes());
         header(
@@ -170,11 +177,10 @@ impl RuntimeApi {
                     head_length,
                 } => (request, head_length),
                 Parsed::Partial if unread.len() < fast_path::MAX_HEAD_BYTES => {
-                    unread.reserve(FIRST_READ_BYTES);
-                    match read.read_buf(&mut unread).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => continue,
+                    if !read_more(&mut read, &mut unread, FIRST_READ_BYTES).await {
+                        return;
                     }
+                    continue;
                 }
                 Parsed::Partial | Parsed::Other => {
                     return self.serve_with_hyper(unread.freeze(), read, write).await;
@@ -202,8 +208,8 @@ impl RuntimeApi {
                     body_length,
                 } => {
                     while unread.len() < body_length {
-                        unread.reserve(body_length - unread.len());
-                        if !matches!(read.read_buf(&mut unread).await, Ok(1..)) {
+                        let missing = body_length - unread.len();
+                        if !read_more(&mut read, &mut unread, missing).await {
                             return;
                         }
                     }
@@ -474,12 +480,18 @@ impl RuntimeApi {
 /// meanwhile, up to a head's worth: beyond that it waits without reading.
 async fn until_closed(read: &mut OwnedReadHalf, unread: &mut BytesMut) {
     while unread.len() < fast_path::MAX_HEAD_BYTES {
-        unread.reserve(FIRST_READ_BYTES);
-        if matches!(read.read_buf(unread).await, Ok(0) | Err(_)) {
+        if !read_more(read, unread, FIRST_READ_BYTES).await {
             return;
         }
     }
     std::future::pending().await
+}
+
+/// Reads what the runtime sent next onto `unread`, with room for at least `room` more bytes;
+/// `false` once the connection is closed or failed.
+async fn read_more(read: &mut OwnedReadHalf, unread: &mut BytesMut, room: usize) -> bool {
+    unread.reserve(room);
+    matches!(read.read_buf(unread).await, Ok(1..))
 }
 
 /// Why a runtime's answer was not accepted.
@@ -875,6 +887,19 @@ mod tests {
             head.contains("lambda-runtime-aws-request-id: only"),
             "{head}"
         );
+    }
+
+    #[test]
+    fn a_header_value_a_field_cannot_carry_is_left_out() {
+        let handed = Handed {
+            request_id: "a".into(),
+            deadline_epoch_ms: 1,
+            trace_id: "Root=1\r\nx-injected: 1".into(),
+            event: Bytes::new(),
+        };
+        let mut names = Vec::new();
+        handed.for_each_header(None, |name, _| names.push(name));
+        assert_eq!(names, [header::CONTENT_TYPE, REQUEST_ID, DEADLINE_MS]);
     }
 
     #[tokio::test]
