@@ -723,6 +723,20 @@ mod tests {
             .await;
         }
 
+        /// Asks for `/next` and hands it invocation `request_id`: the answer's head and event,
+        /// and where the invocation's outcome arrives.
+        async fn take(
+            &mut self,
+            invocations: &mpsc::Sender<Invocation>,
+            request_id: &str,
+        ) -> (String, Vec<u8>, oneshot::Receiver<Outcome>) {
+            self.send(NEXT).await;
+            let (invocation, outcome) = invocation(request_id);
+            invocations.send(invocation).await.unwrap();
+            let (head, event) = self.response().await;
+            (head, event, outcome)
+        }
+
         /// The next response's head and body (framed by `content-length`).
         async fn response(&mut self) -> (String, Vec<u8>) {
             let mut received = Vec::new();
@@ -785,10 +799,7 @@ mod tests {
         let (_api, invocations, address) = serving().await;
         let mut runtime = Runtime::connect(address).await;
 
-        runtime.send(NEXT).await;
-        let (first, first_outcome) = invocation("first");
-        invocations.send(first).await.unwrap();
-        let (head, event) = runtime.response().await;
+        let (head, event, first_outcome) = runtime.take(&invocations, "first").await;
         assert_eq!(
             head,
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
@@ -806,10 +817,7 @@ mod tests {
         assert!(matches!(first_outcome.await, Ok(Outcome::Response(body)) if body == result));
 
         // An error report is hyper's, and so is the rest of the connection.
-        let (second, second_outcome) = invocation("second");
-        invocations.send(second).await.unwrap();
-        runtime.send(NEXT).await;
-        let (head, _) = runtime.response().await;
+        let (head, _, second_outcome) = runtime.take(&invocations, "second").await;
         assert!(
             head.contains("lambda-runtime-aws-request-id: second"),
             "{head}"
@@ -823,10 +831,7 @@ mod tests {
             second_outcome.await,
             Ok(Outcome::Error { error_type, message }) if error_type == "ValueError" && message == "boom"
         ));
-        let (third, _) = invocation("third");
-        invocations.send(third).await.unwrap();
-        runtime.send(NEXT).await;
-        let (head, _) = runtime.response().await;
+        let (head, _, _) = runtime.take(&invocations, "third").await;
         assert!(
             head.contains("lambda-runtime-aws-request-id: third"),
             "{head}"
@@ -838,10 +843,7 @@ mod tests {
     async fn a_result_near_the_limit_is_read_whole_across_many_reads() {
         let (_api, invocations, address) = serving().await;
         let mut runtime = Runtime::connect(address).await;
-        runtime.send(NEXT).await;
-        let (large, outcome) = invocation("large");
-        invocations.send(large).await.unwrap();
-        runtime.response().await;
+        let (_, _, outcome) = runtime.take(&invocations, "large").await;
 
         let body = format!(r#"{{"body":"{}"}}"#, "x".repeat(MAX_RESULT_BYTES - 11));
         assert_eq!(body.len(), MAX_RESULT_BYTES);
@@ -879,10 +881,7 @@ mod tests {
         }
 
         let mut runtime = Runtime::connect(address).await;
-        runtime.send(NEXT).await;
-        let (only, _) = invocation("only");
-        invocations.send(only).await.unwrap();
-        let (head, _) = runtime.response().await;
+        let (head, _, _) = runtime.take(&invocations, "only").await;
         assert!(
             head.contains("lambda-runtime-aws-request-id: only"),
             "{head}"
