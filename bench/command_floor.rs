@@ -29,10 +29,20 @@ const ACCEPTED: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/jso
 const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 23\r\n\r\n\
     hello from the function";
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Role {
     Client,
     Runtime,
+}
+
+/// What a whole request on a connection is.
+enum Message {
+    /// A client's request.
+    Request,
+    /// A runtime's `GET /next`.
+    Next,
+    /// A runtime's `/response` or `/error`, for this client (`None`: an id the floor never gave).
+    Settled(Option<usize>),
 }
 
 struct Connection {
@@ -162,20 +172,22 @@ impl Floor {
             if connection.input.len() < head_len + body_len {
                 return;
             }
-            let is_client = connection.role == Role::Client;
-            let is_next = connection.input.starts_with(b"GET ");
-            let client = (!is_client && !is_next).then(|| invoked_client(&connection.input));
+            let message = match connection.role {
+                Role::Client => Message::Request,
+                Role::Runtime if connection.input.starts_with(b"GET ") => Message::Next,
+                Role::Runtime => Message::Settled(invoked_client(&connection.input)),
+            };
             connection.input.drain(..head_len + body_len);
-            match (is_client, client) {
-                (true, _) => match self.parked.pop() {
+            match message {
+                Message::Request => match self.parked.pop() {
                     Some(runtime) => self.send_event(runtime, index),
                     None => self.waiting.push_back(index),
                 },
-                (false, None) => match self.waiting.pop_front() {
+                Message::Next => match self.waiting.pop_front() {
                     Some(client) => self.send_event(index, client),
                     None => self.parked.push(index),
                 },
-                (false, Some(client)) => {
+                Message::Settled(client) => {
                     self.send(index, ACCEPTED);
                     if let Some(client) = client {
                         self.send(client, HELLO);
@@ -242,7 +254,6 @@ fn content_length(head: &[u8]) -> usize {
 }
 
 /// The client whose invocation a `/response` or `/error` settles: its id is `c{client}-{n}`.
-/// `None` (inside `Some`) for an id the floor never gave.
 fn invoked_client(request: &[u8]) -> Option<usize> {
     let id = memchr::memmem::find(request, b"/invocation/c")? + b"/invocation/c".len();
     let digits = request[id..]
