@@ -10,13 +10,11 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::Response;
 use http::header::{self, HeaderValue};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::runtime_api::Handed;
 use crate::event::MAX_RESULT_BYTES;
@@ -134,18 +132,20 @@ pub async fn write_response<W: AsyncWrite + Unpin>(
 pub const ACCEPTED: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n\
     content-length: 15\r\n\r\n{\"status\":\"OK\"}";
 
-/// `/next`'s answer: the invocation's event, and its headers.
+/// `/next`'s answer: the invocation's event, and its headers, written in `head` (the
+/// connection's, reused for every invocation).
 pub async fn write_next<W: AsyncWrite + Unpin>(
     out: &mut W,
+    head: &mut Vec<u8>,
     handed: Handed,
     function_arn: Option<&HeaderValue>,
 ) -> io::Result<()> {
-    let mut head = Vec::with_capacity(512);
+    head.clear();
     head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     handed.for_each_header(function_arn, |name, value| {
-        append_header(&mut head, name.as_str().as_bytes(), value);
+        append_header(head, name.as_str().as_bytes(), value);
     });
-    finish_head(&mut head, handed.event.len());
+    finish_head(head, handed.event.len());
     out.write_all_buf(&mut Buf::chain(&head[..], handed.event))
         .await
 }
@@ -163,38 +163,9 @@ fn finish_head(head: &mut Vec<u8>, body_length: usize) {
     head.extend_from_slice(b"\r\n\r\n");
 }
 
-/// A connection's reading half that first gives back bytes already read from it.
-pub struct Prefixed<T> {
-    prefix: Bytes,
-    inner: T,
-}
-
-impl<T> Prefixed<T> {
-    pub fn new(prefix: Bytes, inner: T) -> Self {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let length = self.prefix.len().min(buf.remaining());
-        buf.put_slice(&self.prefix[..length]);
-        self.prefix.advance(length);
-        Poll::Ready(Ok(()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http::StatusCode;
-    use tokio::io::AsyncReadExt;
 
     use super::*;
 
@@ -303,19 +274,5 @@ mod tests {
             b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\
               \r\n{\"status\":\"OK\"}"
         );
-    }
-
-    #[tokio::test]
-    async fn bytes_already_read_come_first() {
-        let (mut writer, reader) = tokio::io::duplex(64);
-        writer.write_all(b" world").await.unwrap();
-        drop(writer);
-        let mut prefixed = Prefixed::new(Bytes::from_static(b"hello"), reader);
-        let mut small = [0u8; 3];
-        prefixed.read_exact(&mut small).await.unwrap();
-        assert_eq!(&small, b"hel");
-        let mut rest = String::new();
-        prefixed.read_to_string(&mut rest).await.unwrap();
-        assert_eq!(rest, "lo world");
     }
 }

@@ -20,13 +20,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::fast_path::{self, Parsed, Prefixed};
+use super::fast_path::{self, Parsed};
 use super::small_reads::SmallReads;
 use crate::error::json_response;
 use crate::event::MAX_RESULT_BYTES;
@@ -170,6 +170,7 @@ impl RuntimeApi {
     async fn connection(self: Arc<Self>, stream: TcpStream) {
         let (mut read, mut write) = stream.into_split();
         let mut unread = BytesMut::with_capacity(FIRST_READ_BYTES);
+        let mut head = Vec::with_capacity(512);
         loop {
             let (request, head_length) = match fast_path::parse(&unread) {
                 Parsed::Fast {
@@ -198,7 +199,7 @@ impl RuntimeApi {
                     match handed {
                         Some(handed) => {
                             let arn = self.function_arn_header.as_ref();
-                            fast_path::write_next(&mut write, handed, arn).await
+                            fast_path::write_next(&mut write, &mut head, handed, arn).await
                         }
                         None => fast_path::write_response(&mut write, shutting_down()).await,
                     }
@@ -234,8 +235,7 @@ impl RuntimeApi {
         read: OwnedReadHalf,
         write: OwnedWriteHalf,
     ) {
-        let read = Prefixed::new(already_read, SmallReads::new(read));
-        let stream = tokio::io::join(read, write);
+        let stream = tokio::io::join(replayed(already_read, read), write);
         let service = service_fn(move |request| {
             let api = self.clone();
             async move { Ok::<_, Infallible>(api.handle(request).await.map(Full::new)) }
@@ -474,6 +474,12 @@ impl RuntimeApi {
         let _ = reply.send(outcome);
         Ok(())
     }
+}
+
+/// A connection as hyper reads it: the bytes the fast path already read, then the rest, in
+/// small reads.
+fn replayed<R: AsyncRead + Unpin>(already_read: Bytes, rest: R) -> impl AsyncRead + Unpin {
+    AsyncReadExt::chain(std::io::Cursor::new(already_read), SmallReads::new(rest))
 }
 
 /// Returns once the runtime has closed its connection (or it failed), keeping what it sends
@@ -886,6 +892,20 @@ mod tests {
             head.contains("lambda-runtime-aws-request-id: only"),
             "{head}"
         );
+    }
+
+    #[tokio::test]
+    async fn hyper_reads_the_bytes_already_read_first() {
+        let (mut writer, reader) = tokio::io::duplex(64);
+        writer.write_all(b" world").await.unwrap();
+        drop(writer);
+        let mut replayed = replayed(Bytes::from_static(b"hello"), reader);
+        let mut small = [0u8; 3];
+        replayed.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"hel");
+        let mut rest = String::new();
+        replayed.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "lo world");
     }
 
     #[test]
