@@ -91,7 +91,11 @@ fn main() -> io::Result<()> {
     };
     let mut events = Events::with_capacity(256);
     loop {
-        poll.poll(&mut events, None)?;
+        // A tracer attaching (`strace -p`) interrupts the wait; that is not an error.
+        match poll.poll(&mut events, None) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            waited => waited?,
+        }
         for event in &events {
             match event.token() {
                 FRONT => floor.accept(&poll, &front, Role::Client)?,
@@ -149,7 +153,9 @@ impl Floor {
         }
     }
 
-    /// Reads what arrived (the poll is edge-triggered) and answers every whole request in it.
+    /// Reads what arrived and answers every whole request in it. The poll is edge-triggered: a
+    /// read shorter than the buffer emptied the socket, and the next arrival is a new event, so
+    /// no read is made only to see it fail (Tokio's `TcpStream` does the same; lrp's reads too).
     fn readable(&mut self, index: usize) {
         let Some(connection) = self.connections.get_mut(index).and_then(Option::as_mut) else {
             return;
@@ -158,7 +164,12 @@ impl Floor {
         loop {
             match connection.stream.read(&mut chunk) {
                 Ok(0) => return self.close(index),
-                Ok(read) => connection.input.extend_from_slice(&chunk[..read]),
+                Ok(read) => {
+                    connection.input.extend_from_slice(&chunk[..read]);
+                    if read < chunk.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return self.close(index),
             }
