@@ -2,6 +2,7 @@
 //! routed by the request's Host.
 
 pub mod access_log;
+pub mod coalesced_writes;
 pub mod config;
 pub mod error;
 pub mod event;

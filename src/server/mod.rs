@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::coalesced_writes::CoalescedWrites;
 use crate::config::Config;
 use crate::event::{self, Format};
 use crate::memory;
@@ -501,7 +502,7 @@ impl Connection {
         let (read, write) = stream.into_split();
         let stream = tokio::io::join(
             head_timeout::HeadTimeout::new(read, activity.clone()),
-            write,
+            CoalescedWrites::new(write),
         );
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);

@@ -14,6 +14,7 @@ use http::StatusCode;
 use httparse::Status;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::coalesced_writes::CoalescedWrites;
 use crate::event::MAX_RESULT_BYTES;
 
 /// The largest response head (status line and headers) accepted.
@@ -67,7 +68,10 @@ where
         body,
     );
     let total = request.remaining();
-    if let Err(e) = stream.write_all_buf(&mut request).await {
+    let written = CoalescedWrites::new(&mut *stream)
+        .write_all_buf(&mut request)
+        .await;
+    if let Err(e) = written {
         return Err(if request.remaining() == total {
             ExchangeError::Unsent(e)
         } else {
