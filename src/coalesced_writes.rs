@@ -51,28 +51,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<T> {
         if total > MAX_JOINED {
             return Pin::new(&mut self.0).poll_write_vectored(cx, bufs);
         }
+        let mut inner = Pin::new(&mut self.0);
         let mut parts = bufs.iter().filter(|buf| !buf.is_empty());
-        match (parts.next(), parts.next()) {
-            (None, _) => Poll::Ready(Ok(0)),
-            (Some(only), None) => Pin::new(&mut self.0).poll_write(cx, only),
-            _ => {
-                let mut inner = Pin::new(&mut self.0);
-                let joined_write = JOINED.try_with(|joined| {
-                    let mut joined = joined.try_borrow_mut().ok()?;
-                    joined.clear();
-                    for buf in bufs {
-                        joined.extend_from_slice(buf);
-                    }
-                    // A short write reports how much of `bufs` went, as `writev` would.
-                    Some(inner.as_mut().poll_write(cx, &joined))
-                });
-                match joined_write {
-                    Ok(Some(written)) => written,
-                    // No buffer to join in (a write inside this one, or the thread is
-                    // ending): the write goes as it came.
-                    _ => inner.poll_write_vectored(cx, bufs),
-                }
+        if let (Some(only), None) = (parts.next(), parts.next()) {
+            return inner.poll_write(cx, only);
+        }
+        let joined_write = JOINED.try_with(|joined| {
+            let mut joined = joined.try_borrow_mut().ok()?;
+            joined.clear();
+            for buf in bufs {
+                joined.extend_from_slice(buf);
             }
+            // A short write reports how much of `bufs` went, as `writev` would.
+            Some(inner.as_mut().poll_write(cx, &joined))
+        });
+        match joined_write {
+            Ok(Some(written)) => written,
+            // No buffer to join in (a write inside this one, or the thread is ending): the
+            // write goes as it came.
+            _ => inner.poll_write_vectored(cx, bufs),
         }
     }
 
