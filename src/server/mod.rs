@@ -416,12 +416,12 @@ impl Server {
     }
 }
 
-/// A worker's runtime: one thread, which writes the access lines it holds whenever it has
+/// A worker's runtime: one thread, which writes the access lines it holds soon after it has
 /// nothing else to do.
 pub fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(crate::access_log::flush)
+        .on_thread_park(crate::access_log::on_idle)
         .build()
 }
 
