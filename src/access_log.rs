@@ -64,7 +64,7 @@ impl Entry<'_> {
         }
         let style = STYLE.get().copied().unwrap_or(Style::Text);
         let now = SystemTime::now();
-        LINES.with_borrow_mut(|lines| {
+        with_lines(|lines| {
             if lines.append(now, |lines| self.format(style, level, now, lines)) {
                 lines.flush();
             }
@@ -183,10 +183,7 @@ const IDLE_FLUSH_DELAY: Duration = Duration::from_millis(100);
 /// within [`IDLE_FLUSH_DELAY`], by a task it starts unless one is already waiting. Outside a
 /// runtime, they are written at once.
 pub fn on_idle() {
-    let _ = LINES.try_with(|lines| {
-        let Ok(mut lines) = lines.try_borrow_mut() else {
-            return;
-        };
+    with_lines(|lines| {
         if lines.buffer.is_empty() || lines.flush_waiting {
             return;
         }
@@ -210,21 +207,24 @@ struct FlushWhenDone;
 
 impl Drop for FlushWhenDone {
     fn drop(&mut self) {
-        let _ = LINES.try_with(|lines| {
-            if let Ok(mut lines) = lines.try_borrow_mut() {
-                lines.flush();
-                lines.flush_waiting = false;
-            }
+        with_lines(|lines| {
+            lines.flush();
+            lines.flush_waiting = false;
         });
     }
 }
 
 /// Writes the lines this thread holds.
 pub fn flush() {
-    // Not during the thread's exit, when the buffer's own drop writes what is left.
+    with_lines(Lines::flush);
+}
+
+/// Runs `f` on this thread's lines, unless they are in use (a call inside a call) or gone
+/// (the thread is exiting, and their own drop writes what is left).
+fn with_lines(f: impl FnOnce(&mut Lines)) {
     let _ = LINES.try_with(|lines| {
         if let Ok(mut lines) = lines.try_borrow_mut() {
-            lines.flush();
+            f(&mut lines);
         }
     });
 }
