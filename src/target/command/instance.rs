@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -35,10 +35,10 @@ pub struct Instance {
     /// The runtime's recent output, for an invocation's log tail.
     pub output: OutputTail,
     process: Arc<ProcessGroup>,
-    invocations: mpsc::Sender<Invocation>,
+    runtime_api: Arc<RuntimeApi>,
     /// Set when the instance can serve no more: it reported an init error, or exited.
     death: watch::Receiver<Option<Death>>,
-    api: JoinHandle<()>,
+    serving: JoinHandle<()>,
     /// The worker thread whose runtime serves the instance's Runtime API.
     pub home: std::thread::ThreadId,
     pub served: u64,
@@ -48,15 +48,14 @@ pub struct Instance {
 impl Instance {
     pub async fn start(spec: &FunctionSpec, id: u64) -> std::io::Result<Instance> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let runtime_api = listener.local_addr()?.to_string();
-        let (invocations, next) = mpsc::channel(1);
+        let address = listener.local_addr()?.to_string();
         let (death_sender, death) = watch::channel(None);
         let death_sender = Arc::new(death_sender);
-        let api = RuntimeApi::new(spec.arn.clone(), next, death_sender.clone());
-        let api = tokio::spawn(Arc::new(api).serve(listener));
+        let runtime_api = Arc::new(RuntimeApi::new(spec.arn.clone(), death_sender.clone()));
+        let serving = tokio::spawn(runtime_api.clone().serve(listener));
 
         let Some((program, args)) = spec.command.split_first() else {
-            api.abort();
+            serving.abort();
             return Err(std::io::Error::other("the command is empty"));
         };
         let mut command = tokio::process::Command::new(program);
@@ -64,7 +63,7 @@ impl Instance {
             .args(args)
             .current_dir(&spec.working_dir)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
+            .env("AWS_LAMBDA_RUNTIME_API", &address)
             .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name(id))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -76,12 +75,12 @@ impl Instance {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
-                api.abort();
+                serving.abort();
                 return Err(e);
             }
         };
         let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
-            api.abort();
+            serving.abort();
             return Err(std::io::Error::other("the runtime exited at once"));
         };
         let output = OutputTail::default();
@@ -126,14 +125,14 @@ impl Instance {
                 first
             });
         });
-        tracing::info!(function = %spec.name, instance = id, %runtime_api, "started an instance");
+        tracing::info!(function = %spec.name, instance = id, runtime_api = %address, "started an instance");
         Ok(Instance {
             id,
             output,
             process,
-            invocations,
+            runtime_api,
             death,
-            api,
+            serving,
             home: std::thread::current().id(),
             served: 0,
             idle_since: Instant::now(),
@@ -164,7 +163,7 @@ impl Instance {
             reply,
         };
         let mut death = self.death.clone();
-        if self.invocations.send(invocation).await.is_err() {
+        if self.runtime_api.invoke(invocation).is_err() {
             return Err(Death::Exited("the Runtime API is closed".into()));
         }
         tokio::select! {
@@ -189,7 +188,8 @@ impl Drop for Instance {
     fn drop(&mut self) {
         // Whatever it reported, a live process goes with its instance.
         self.process.signal(libc::SIGKILL);
-        self.api.abort();
+        self.runtime_api.shut_down();
+        self.serving.abort();
     }
 }
 

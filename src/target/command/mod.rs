@@ -2,7 +2,9 @@
 //! served the Lambda Runtime API, one invocation at a time each, up to `concurrency` at once.
 
 mod fast_path;
+mod handoff;
 mod instance;
+mod quiet;
 mod runtime_api;
 mod small_reads;
 

@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::fast_path::{self, Parsed};
+use super::handoff::Handoff;
+use super::quiet;
 use super::small_reads::SmallReads;
 use crate::error::json_response;
 use crate::event::MAX_RESULT_BYTES;
@@ -138,24 +140,31 @@ pub struct RuntimeApi {
     function_arn: String,
     /// The same, as `/next` sends it.
     function_arn_header: Option<HeaderValue>,
-    next: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    next: Handoff<Invocation>,
     current: Mutex<Option<Current>>,
     death: Arc<watch::Sender<Option<Death>>>,
 }
 
 impl RuntimeApi {
-    pub fn new(
-        function_arn: String,
-        next: mpsc::Receiver<Invocation>,
-        death: Arc<watch::Sender<Option<Death>>>,
-    ) -> Self {
+    pub fn new(function_arn: String, death: Arc<watch::Sender<Option<Death>>>) -> Self {
         RuntimeApi {
             function_arn_header: HeaderValue::from_str(&function_arn).ok(),
             function_arn,
-            next: tokio::sync::Mutex::new(next),
+            next: Handoff::new(),
             current: Mutex::new(None),
             death,
         }
+    }
+
+    /// Hands `invocation` to the runtime's next `/next`; gives it back once the environment
+    /// shuts down.
+    pub fn invoke(&self, invocation: Invocation) -> Result<(), Invocation> {
+        self.next.offer(invocation)
+    }
+
+    /// Every `/next`, waiting or to come, is answered that the environment shuts down.
+    pub fn shut_down(&self) {
+        self.next.close();
     }
 
     /// Serves the runtime's connections until the listener's task is aborted.
@@ -171,12 +180,20 @@ impl RuntimeApi {
         let (mut read, mut write) = stream.into_split();
         let mut unread = BytesMut::with_capacity(FIRST_READ_BYTES);
         let mut head = Vec::with_capacity(512);
+        let mut quiet = false;
         loop {
             let (request, head_length) = match fast_path::parse(&unread) {
                 Parsed::Fast {
                     request,
                     head_length,
                 } => (request, head_length),
+                Parsed::Partial if quiet => {
+                    quiet = false;
+                    if !self.hear_when_needed(&read, &mut unread).await {
+                        return;
+                    }
+                    continue;
+                }
                 Parsed::Partial if unread.len() < fast_path::MAX_HEAD_BYTES => {
                     if !read_more(&mut read, &mut unread, FIRST_READ_BYTES).await {
                         return;
@@ -216,7 +233,11 @@ impl RuntimeApi {
                     }
                     let body = unread.split_to(body_length).freeze();
                     match self.settle_body(&request_id, Ok(body)) {
-                        Ok(()) => write.write_all(fast_path::ACCEPTED).await,
+                        Ok(()) => {
+                            // Before the runtime can send its next request.
+                            quiet = quiet::start(&read);
+                            write.write_all(fast_path::ACCEPTED).await
+                        }
                         Err(not_accepted) => {
                             fast_path::write_response(&mut write, not_accepted.response()).await
                         }
@@ -227,6 +248,21 @@ impl RuntimeApi {
                 return;
             }
         }
+    }
+
+    /// Waits, with the connection quiet, until an invocation waits for the runtime or the
+    /// connection closes; then reads what the runtime sent meanwhile (its `/next`, most
+    /// likely) and makes the connection heard again. `false` once the connection is closed.
+    async fn hear_when_needed(&self, read: &OwnedReadHalf, unread: &mut BytesMut) -> bool {
+        unread.reserve(FIRST_READ_BYTES);
+        let open = tokio::select! {
+            () = self.next.waiting() => quiet::read_now(read, unread),
+            // A closed connection is heard even while quiet; so is a request past the mark.
+            ready = read.readable() => ready.is_ok() && quiet::read_now(read, unread),
+        };
+        // Only now: ending the quiet with the runtime's bytes still unread would signal them.
+        quiet::end(read);
+        open
     }
 
     async fn serve_with_hyper(
@@ -337,10 +373,7 @@ impl RuntimeApi {
     /// The next invocation, made the runtime's current one; `None` once the environment shuts
     /// down.
     async fn next_invocation(&self) -> Option<Handed> {
-        let invocation = {
-            let mut next = self.next.lock().await;
-            next.recv().await
-        }?;
+        let invocation = self.next.take().await?;
         if let Ok(mut current) = self.current.lock() {
             *current = Some(Current {
                 request_id: invocation.request_id.clone(),
@@ -654,8 +687,7 @@ mod tests {
 
     #[test]
     fn answers_are_accepted_once_and_only_for_the_current_invocation() {
-        let (_sender, next) = mpsc::channel(1);
-        let api = RuntimeApi::new("arn".into(), next, Arc::new(watch::channel(None).0));
+        let api = RuntimeApi::new("arn".into(), Arc::new(watch::channel(None).0));
         let outcome = || Outcome::Response(Bytes::from_static(b"{}"));
         assert_eq!(api.settle("a", outcome()), Err(Refusal::NoInvocation));
 
@@ -678,10 +710,9 @@ mod tests {
 
     #[tokio::test]
     async fn extensions_register_and_wait_for_the_environment_to_end() {
-        let (_sender, next) = mpsc::channel(1);
         let death = Arc::new(watch::channel(None).0);
         let arn = "arn:aws:lambda:eu-central-1:000000000000:function:hello";
-        let api = Arc::new(RuntimeApi::new(arn.into(), next, death.clone()));
+        let api = Arc::new(RuntimeApi::new(arn.into(), death.clone()));
         let registered = api.extension(&Method::POST, "/register").await;
         assert_eq!(registered.status(), 200);
         assert!(
@@ -733,12 +764,12 @@ mod tests {
         /// and where the invocation's outcome arrives.
         async fn take(
             &mut self,
-            invocations: &mpsc::Sender<Invocation>,
+            api: &RuntimeApi,
             request_id: &str,
         ) -> (String, Vec<u8>, oneshot::Receiver<Outcome>) {
             self.send(NEXT).await;
             let (invocation, outcome) = invocation(request_id);
-            invocations.send(invocation).await.unwrap();
+            assert!(api.invoke(invocation).is_ok());
             let (head, event) = self.response().await;
             (head, event, outcome)
         }
@@ -780,32 +811,26 @@ mod tests {
         (invocation, outcome)
     }
 
-    async fn serving() -> (
-        Arc<RuntimeApi>,
-        mpsc::Sender<Invocation>,
-        std::net::SocketAddr,
-    ) {
-        let (invocations, next) = mpsc::channel(1);
+    async fn serving() -> (Arc<RuntimeApi>, std::net::SocketAddr) {
         let arn = "arn:aws:lambda:us-east-1:000000000000:function:hello";
         let api = Arc::new(RuntimeApi::new(
             arn.into(),
-            next,
             Arc::new(watch::channel(None).0),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(api.clone().serve(listener));
-        (api, invocations, address)
+        (api, address)
     }
 
     const NEXT: &str = "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\n";
 
     #[tokio::test]
     async fn invocations_go_by_the_fast_path_and_the_rest_to_hyper_on_the_same_connection() {
-        let (_api, invocations, address) = serving().await;
+        let (api, address) = serving().await;
         let mut runtime = Runtime::connect(address).await;
 
-        let (head, event, first_outcome) = runtime.take(&invocations, "first").await;
+        let (head, event, first_outcome) = runtime.take(&api, "first").await;
         assert_eq!(
             head,
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
@@ -823,7 +848,7 @@ mod tests {
         assert!(matches!(first_outcome.await, Ok(Outcome::Response(body)) if body == result));
 
         // An error report is hyper's, and so is the rest of the connection.
-        let (head, _, second_outcome) = runtime.take(&invocations, "second").await;
+        let (head, _, second_outcome) = runtime.take(&api, "second").await;
         assert!(
             head.contains("lambda-runtime-aws-request-id: second"),
             "{head}"
@@ -837,7 +862,7 @@ mod tests {
             second_outcome.await,
             Ok(Outcome::Error { error_type, message }) if error_type == "ValueError" && message == "boom"
         ));
-        let (head, _, _) = runtime.take(&invocations, "third").await;
+        let (head, _, _) = runtime.take(&api, "third").await;
         assert!(
             head.contains("lambda-runtime-aws-request-id: third"),
             "{head}"
@@ -847,9 +872,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_result_near_the_limit_is_read_whole_across_many_reads() {
-        let (_api, invocations, address) = serving().await;
+        let (api, address) = serving().await;
         let mut runtime = Runtime::connect(address).await;
-        let (_, _, outcome) = runtime.take(&invocations, "large").await;
+        let (_, _, outcome) = runtime.take(&api, "large").await;
 
         let body = format!(r#"{{"body":"{}"}}"#, "x".repeat(MAX_RESULT_BYTES - 11));
         assert_eq!(body.len(), MAX_RESULT_BYTES);
@@ -868,7 +893,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_runtime_that_goes_away_while_it_waits_takes_no_invocation() {
-        let (api, invocations, address) = serving().await;
+        let (api, address) = serving().await;
         let serving_only = Arc::strong_count(&api);
         let mut gone = Runtime::connect(address).await;
         gone.send(NEXT).await;
@@ -887,11 +912,46 @@ mod tests {
         }
 
         let mut runtime = Runtime::connect(address).await;
-        let (head, _, _) = runtime.take(&invocations, "only").await;
+        let (head, _, _) = runtime.take(&api, "only").await;
         assert!(
             head.contains("lambda-runtime-aws-request-id: only"),
             "{head}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_connection_quiet_after_a_response_still_hears_its_runtime() {
+        let (api, address) = serving().await;
+        let serving_only = Arc::strong_count(&api);
+        let mut runtime = Runtime::connect(address).await;
+        let (_, _, _) = runtime.take(&api, "first").await;
+        runtime.post("first/response", "{}").await;
+        let (head, _) = runtime.response().await;
+        assert!(!head.contains("date: "), "the fast path answered: {head}");
+
+        // The invocation arrives before the runtime asks for it.
+        let (invocation, outcome) = invocation("second");
+        assert!(api.invoke(invocation).is_ok());
+        runtime.send(NEXT).await;
+        let (head, _) = runtime.response().await;
+        assert!(
+            head.contains("lambda-runtime-aws-request-id: second"),
+            "{head}"
+        );
+        runtime.post("second/response", "{}").await;
+        runtime.response().await;
+        assert!(matches!(outcome.await, Ok(Outcome::Response(_))));
+
+        // Quiet again, and closed.
+        drop(runtime);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&api) > serving_only {
+            assert!(
+                Instant::now() < deadline,
+                "the closed connection is still served"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]
