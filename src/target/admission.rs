@@ -168,6 +168,21 @@ impl Ticket {
             .await
             .map_err(|_| TargetError::Timeout)?
     }
+
+    /// As [`run`](Self::run), for an invocation that ends by `deadline` on its own (a
+    /// `command` invocation times out itself, to stop its instance): one timer, not two.
+    pub async fn run_self_timed<F, T>(
+        self,
+        deadline: Instant,
+        invocation: impl FnOnce(Slot) -> F,
+    ) -> Result<T, TargetError>
+    where
+        F: Future<Output = Result<T, TargetError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = self.slot(deadline).await?;
+        FinishOnDrop::new(invocation(slot)).await
+    }
 }
 
 /// The right to run one invocation now. Dropping it frees the slot and the place in line.
@@ -344,6 +359,27 @@ mod tests {
             })
             .await;
         assert_eq!(outcome, Err(TargetError::Timeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_self_timed_run_is_left_to_time_itself_out() {
+        let limiter = Limiter::new(1, 0);
+        let soon = Instant::now() + Duration::from_millis(20);
+        let outcome = limiter
+            .admit()
+            .unwrap()
+            .run_self_timed(soon, |slot| async move {
+                let _slot = slot;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                Ok(())
+            })
+            .await;
+        assert_eq!(
+            outcome,
+            Ok(()),
+            "not cut at the deadline by a timer of its own"
+        );
+        assert_eq!(limiter.running(), 0);
     }
 
     #[tokio::test]

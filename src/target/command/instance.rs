@@ -150,7 +150,7 @@ impl Instance {
         request_id: &str,
         event: Bytes,
         deadline: Instant,
-        trace_id: &str,
+        trace_id: String,
     ) -> Result<Outcome, Death> {
         let (reply, outcome) = oneshot::channel();
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -159,7 +159,7 @@ impl Instance {
             event,
             deadline_epoch_ms: ids::epoch_millis(SystemTime::now() + remaining),
             deadline,
-            trace_id: trace_id.to_owned(),
+            trace_id,
             reply,
         };
         let mut death = self.death.clone();

@@ -86,10 +86,11 @@ impl CommandTarget {
         let pool = self.pool.clone();
         let trace_id = trace_id.to_owned();
         // A client that goes away cannot leave an instance half-way through an invocation: it
-        // finishes, or is killed at the deadline. A stream holds the slot until it ends.
+        // finishes, or is killed at the deadline (by `Pool::run`, whose timer is the only one).
+        // A stream holds the slot until it ends.
         ticket
-            .run(deadline, |slot| async move {
-                match pool.run(event, deadline, &trace_id, log).await? {
+            .run_self_timed(deadline, |slot| async move {
+                match pool.run(event, deadline, trace_id, log).await? {
                     Invoked::Streamed(mut stream) => {
                         stream.hold(slot);
                         Ok(Invoked::Streamed(stream))
@@ -116,7 +117,7 @@ impl Pool {
         self: &Arc<Self>,
         event: Bytes,
         deadline: Instant,
-        trace_id: &str,
+        trace_id: String,
         log: Option<LogTail>,
     ) -> Result<Invoked, TargetError> {
         let mut instance = self.checkout().await?;

@@ -108,31 +108,29 @@ pub struct Handed {
 
 impl Handed {
     /// `/next`'s headers (the Lambda guide, "Using the Lambda runtime API"), each value as it is
-    /// written. A value a field cannot carry (RFC 9110, section 5.5: `HeaderValue`'s rule) is
-    /// left out; the ids are lrp's own or a client's header read as text, so none is expected.
+    /// written. All but the trace id are lrp's own. That one comes from a client's header read
+    /// as text, and is left out should it hold a byte a field cannot carry (RFC 9110, section
+    /// 5.5: `HeaderValue`'s rule).
     pub fn for_each_header(
         &self,
         function_arn: Option<&HeaderValue>,
         mut emit: impl FnMut(HeaderName, &[u8]),
     ) {
-        let mut header = |name, value: &[u8]| {
-            let valid = |&byte: &u8| byte == b'\t' || (byte >= b' ' && byte != 0x7f);
-            if value.iter().all(valid) {
-                emit(name, value);
-            }
-        };
-        header(header::CONTENT_TYPE, b"application/json");
-        header(REQUEST_ID, self.request_id.as_bytes());
-        header(
+        emit(header::CONTENT_TYPE, b"application/json");
+        emit(REQUEST_ID, self.request_id.as_bytes());
+        emit(
             DEADLINE_MS,
             itoa::Buffer::new()
                 .format(self.deadline_epoch_ms)
                 .as_bytes(),
         );
         if let Some(function_arn) = function_arn {
-            header(FUNCTION_ARN, function_arn.as_bytes());
+            emit(FUNCTION_ARN, function_arn.as_bytes());
         }
-        header(TRACE_ID, self.trace_id.as_bytes());
+        let field_byte = |&byte: &u8| byte == b'\t' || (byte >= b' ' && byte != 0x7f);
+        if self.trace_id.as_bytes().iter().all(field_byte) {
+            emit(TRACE_ID, self.trace_id.as_bytes());
+        }
     }
 }
 
