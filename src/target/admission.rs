@@ -162,9 +162,8 @@ impl Ticket {
         F: Future<Output = Result<T, TargetError>> + Send + 'static,
         T: Send + 'static,
     {
-        let slot = self.slot(deadline).await?;
-        let call = FinishOnDrop::new(invocation(slot));
-        tokio::time::timeout_at(deadline, call)
+        // Around the slot's wait too, which has a timer of its own only while in line.
+        tokio::time::timeout_at(deadline, self.run_self_timed(deadline, invocation))
             .await
             .map_err(|_| TargetError::Timeout)?
     }
