@@ -98,25 +98,31 @@ impl<T> Handoff<T> {
 mod tests {
     use std::sync::Arc;
 
+    use tokio::task::JoinHandle;
+
     use super::*;
+
+    fn spawn_take(handoff: &Arc<Handoff<u8>>) -> JoinHandle<Option<u8>> {
+        let handoff = handoff.clone();
+        tokio::spawn(async move { handoff.take().await })
+    }
+
+    fn spawn_waiting(handoff: &Arc<Handoff<u8>>) -> JoinHandle<()> {
+        let handoff = handoff.clone();
+        tokio::spawn(async move { handoff.waiting().await })
+    }
 
     #[tokio::test]
     async fn a_taker_waits_for_the_offer_and_a_waiter_leaves_it_in_place() {
         let handoff = Arc::new(Handoff::new());
-        let waiter = tokio::spawn({
-            let handoff = handoff.clone();
-            async move { handoff.waiting().await }
-        });
+        let waiter = spawn_waiting(&handoff);
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         assert!(handoff.offer(1).is_ok());
         waiter.await.unwrap();
         assert_eq!(handoff.take().await, Some(1), "left in place");
 
-        let taker = tokio::spawn({
-            let handoff = handoff.clone();
-            async move { handoff.take().await }
-        });
+        let taker = spawn_take(&handoff);
         tokio::task::yield_now().await;
         assert!(!taker.is_finished());
         assert!(handoff.offer(2).is_ok());
@@ -126,14 +132,7 @@ mod tests {
     #[tokio::test]
     async fn closing_ends_every_wait_and_refuses_offers() {
         let handoff = Arc::new(Handoff::new());
-        let taker = tokio::spawn({
-            let handoff = handoff.clone();
-            async move { handoff.take().await }
-        });
-        let waiter = tokio::spawn({
-            let handoff = handoff.clone();
-            async move { handoff.waiting().await }
-        });
+        let (taker, waiter) = (spawn_take(&handoff), spawn_waiting(&handoff));
         tokio::task::yield_now().await;
         handoff.close();
         assert_eq!(taker.await.unwrap(), None);
