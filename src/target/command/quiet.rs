@@ -5,10 +5,11 @@
 //! by then lrp has usually answered its client and gone to sleep. So the connection's
 //! low-water mark (`SO_RCVLOWAT`, socket(7)) is raised above any such request first: the
 //! request waits in the socket without making it readable, and is read when an invocation
-//! comes. A closed connection is still reported at once (tcp(7): end of file always makes a
-//! socket readable), and so is a request past the mark.
+//! comes. A closed connection is still reported at once (Linux's `tcp_poll`, in
+//! net/ipv4/tcp.c, reports a received FIN as readable whatever the mark), and so is a request
+//! past the mark. The test below checks both on the running kernel.
 //!
-//! Lowering the mark signals the bytes already waiting (Linux's `tcp_set_rcvlowat` does, so
+//! Lowering the mark signals the bytes already waiting (`tcp_set_rcvlowat`, same file, so
 //! nothing is lost), which would wake a sleeping worker for nothing: they are read first, by
 //! a non-blocking `recv`, which takes what is there whatever the mark.
 
