@@ -232,8 +232,9 @@ impl RuntimeApi {
                     let body = unread.split_to(body_length).freeze();
                     match self.settle_body(&request_id, Ok(body)) {
                         Ok(()) => {
-                            // Before the runtime can send its next request.
-                            quiet = quiet::start(&read);
+                            // Before the runtime can send its next request; and not if it sent
+                            // one already, without waiting for the answer: that one is unread.
+                            quiet = unread.is_empty() && quiet::start(&read);
                             write.write_all(fast_path::ACCEPTED).await
                         }
                         Err(not_accepted) => {
@@ -950,6 +951,32 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_asks_next_before_its_answer_is_not_kept_quiet() {
+        let (api, address) = serving().await;
+        let mut runtime = Runtime::connect(address).await;
+        let (_, _, _) = runtime.take(&api, "first").await;
+        // Its response and its next `/next` in one write, before the `202`.
+        runtime
+            .send(&format!(
+                "POST /2018-06-01/runtime/invocation/first/response HTTP/1.1\r\n\
+                 content-length: 2\r\n\r\n{{}}{NEXT}"
+            ))
+            .await;
+        runtime.response().await;
+        let (invocation, outcome) = invocation("second");
+        assert!(api.invoke(invocation).is_ok());
+        let (head, _) = runtime.response().await;
+        assert!(
+            head.contains("lambda-runtime-aws-request-id: second"),
+            "{head}"
+        );
+        // Its answer is heard: the connection did not stay quiet.
+        runtime.post("second/response", "{}").await;
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(10), outcome).await;
+        assert!(matches!(answered, Ok(Ok(Outcome::Response(_)))));
     }
 
     #[tokio::test]
