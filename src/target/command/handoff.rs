@@ -1,8 +1,9 @@
 //! The invocation on its way to a runtime: put down by the invoker, taken by whichever of the
 //! runtime's connections asks `/next`. An instance serves one invocation at a time, so one
-//! place is enough. Unlike a channel, it lets a connection wait until an invocation is there
+//! place is enough. Unlike a channel, it lets a connection wait until an invocation is offered
 //! without taking it: a connection that has not read its runtime's `/next` yet must leave the
-//! invocation to one that has.
+//! invocation to one that has, and must still learn that the runtime has work, since the
+//! runtime may answer on any of its connections.
 
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -63,14 +64,12 @@ impl<T> Handoff<T> {
         }
     }
 
-    /// Returns once an item waits (left in place) or the hand-off is closed.
-    pub async fn waiting(&self) {
-        loop {
-            let mut changed = pin!(self.changed.notified());
-            changed.as_mut().enable();
-            if !matches!(*self.lock(), Slot::Empty) {
-                return;
-            }
+    /// Returns once an item waits (left in place), is offered (whether or not another took it
+    /// first), or the hand-off is closed.
+    pub async fn offered(&self) {
+        let mut changed = pin!(self.changed.notified());
+        changed.as_mut().enable();
+        if matches!(*self.lock(), Slot::Empty) {
             changed.await;
         }
     }
@@ -107,15 +106,15 @@ mod tests {
         tokio::spawn(async move { handoff.take().await })
     }
 
-    fn spawn_waiting(handoff: &Arc<Handoff<u8>>) -> JoinHandle<()> {
+    fn spawn_waiter(handoff: &Arc<Handoff<u8>>) -> JoinHandle<()> {
         let handoff = handoff.clone();
-        tokio::spawn(async move { handoff.waiting().await })
+        tokio::spawn(async move { handoff.offered().await })
     }
 
     #[tokio::test]
     async fn a_taker_waits_for_the_offer_and_a_waiter_leaves_it_in_place() {
         let handoff = Arc::new(Handoff::new());
-        let waiter = spawn_waiting(&handoff);
+        let waiter = spawn_waiter(&handoff);
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         assert!(handoff.offer(1).is_ok());
@@ -130,9 +129,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiter_learns_of_an_offer_that_a_taker_took_first() {
+        let handoff = Handoff::new();
+        let mut taker = pin!(handoff.take());
+        let mut waiter = pin!(handoff.offered());
+        assert!(futures_util::poll!(taker.as_mut()).is_pending());
+        assert!(futures_util::poll!(waiter.as_mut()).is_pending());
+        assert!(handoff.offer(1).is_ok());
+        assert_eq!(taker.await, Some(1));
+        assert!(
+            futures_util::poll!(waiter).is_ready(),
+            "the slot is empty again, but an offer was made"
+        );
+    }
+
+    #[tokio::test]
     async fn closing_ends_every_wait_and_refuses_offers() {
         let handoff = Arc::new(Handoff::new());
-        let (taker, waiter) = (spawn_take(&handoff), spawn_waiting(&handoff));
+        let (taker, waiter) = (spawn_take(&handoff), spawn_waiter(&handoff));
         tokio::task::yield_now().await;
         handoff.close();
         assert_eq!(taker.await.unwrap(), None);

@@ -249,13 +249,15 @@ impl RuntimeApi {
         }
     }
 
-    /// Waits, with the connection quiet, until an invocation waits for the runtime or the
-    /// connection closes; then reads what the runtime sent meanwhile (its `/next`, most
-    /// likely) and makes the connection heard again. `false` once the connection is closed.
+    /// Waits, with the connection quiet, until an invocation is offered or the connection
+    /// closes; then reads what the runtime sent meanwhile (its `/next`, most likely) and makes
+    /// the connection heard again. `false` once the connection is closed. An offer that another
+    /// of the runtime's connections takes ends the quiet too: the runtime may send its answer
+    /// on this one (`lambda_runtime`'s client uses whichever pooled connection is idle).
     async fn hear_when_needed(&self, read: &OwnedReadHalf, unread: &mut BytesMut) -> bool {
         unread.reserve(FIRST_READ_BYTES);
         let open = tokio::select! {
-            () = self.next.waiting() => quiet::read_now(read, unread),
+            () = self.next.offered() => quiet::read_now(read, unread),
             // A closed connection is heard even while quiet; so is a request past the mark.
             ready = read.readable() => ready.is_ok() && quiet::read_now(read, unread),
         };
