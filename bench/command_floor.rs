@@ -10,14 +10,25 @@
 //! body from the runtime). A connection whose write would block is dropped. Not a proxy: a
 //! measuring stick.
 //!
-//! Usage: `command-floor PORT INSTANCES FUNCTION`, on 127.0.0.1; the runtimes die with it.
+//! With `proxy-work` it also does lrp's own work per request, with lrp's code, in the
+//! cheapest arrangement: the client's head parsed (httparse) into `http`'s types and its host
+//! normalized, ids made, the HTTP API event written, the result parsed, the response's head
+//! written as hyper writes it (less its `date`), and the access line logged. What lrp does
+//! besides (metrics, admission, deadlines, watching its runtimes, HTTP/2, tasks and their
+//! wake-ups) it leaves out. So a `command` rule that does lrp's work cannot cost less here.
+//!
+//! Usage: `command-floor PORT INSTANCES FUNCTION [proxy-work]`, on 127.0.0.1; the runtimes die
+//! with it.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use lrp::event::{Format, IncomingRequest};
+use lrp::router::Host;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -35,38 +46,56 @@ enum Role {
     Runtime,
 }
 
-/// What a whole request on a connection is.
-enum Message {
-    /// A client's request.
-    Request,
-    /// A runtime's `GET /next`.
-    Next,
-    /// A runtime's `/response` or `/error`, for this client (`None`: an id the floor never gave).
-    Settled(Option<usize>),
-}
-
 struct Connection {
     stream: TcpStream,
     role: Role,
     input: Vec<u8>,
+    /// With `proxy-work`, a client's request while its function runs.
+    pending: Option<Pending>,
+}
+
+/// What `proxy-work` keeps of a request until its result comes: what its log line says.
+struct Pending {
+    started: Instant,
+    method: http::Method,
+    host: Host,
+    path: String,
+    request_id: String,
 }
 
 struct Floor {
     connections: Vec<Option<Connection>>,
     /// Clients whose request waits for a runtime.
-    waiting: VecDeque<usize>,
+    waiting: VecDeque<(usize, Option<Vec<u8>>)>,
     /// Runtimes waiting on `/next`.
     parked: Vec<usize>,
     invocations: u64,
     scratch: Vec<u8>,
+    /// Each read's buffer, kept: one on the stack would be zeroed for every read.
+    chunk: Box<[u8]>,
+    /// Whether to do lrp's own work per request as well (see the module's doc).
+    proxy_work: bool,
+    client_side: lrp::event::Connection,
 }
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, port, instances, function] = args.as_slice() else {
-        eprintln!("usage: command-floor PORT INSTANCES FUNCTION");
-        std::process::exit(2);
+    let (port, instances, function, proxy_work) = match args.as_slice() {
+        [_, port, instances, function] => (port, instances, function, false),
+        [_, port, instances, function, mode] if mode == "proxy-work" => {
+            (port, instances, function, true)
+        }
+        _ => {
+            eprintln!("usage: command-floor PORT INSTANCES FUNCTION [proxy-work]");
+            std::process::exit(2);
+        }
     };
+    if proxy_work {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(io::stderr)
+            .init();
+    }
     let port: u16 = port.parse().map_err(io::Error::other)?;
     let instances: usize = instances.parse().map_err(io::Error::other)?;
 
@@ -88,6 +117,9 @@ fn main() -> io::Result<()> {
         parked: Vec::new(),
         invocations: 0,
         scratch: Vec::with_capacity(4096),
+        chunk: vec![0; 16 * 1024].into_boxed_slice(),
+        proxy_work,
+        client_side: lrp::event::Connection::new([127, 0, 0, 1].into(), port),
     };
     let mut events = Events::with_capacity(256);
     loop {
@@ -149,6 +181,7 @@ impl Floor {
                 stream,
                 role,
                 input: Vec::with_capacity(16 * 1024),
+                pending: None,
             });
         }
     }
@@ -160,9 +193,9 @@ impl Floor {
         let Some(connection) = self.connections.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        let mut chunk = [0u8; 16 * 1024];
+        let chunk = &mut self.chunk[..];
         loop {
-            match connection.stream.read(&mut chunk) {
+            match connection.stream.read(chunk) {
                 Ok(0) => return self.close(index),
                 Ok(read) => {
                     connection.input.extend_from_slice(&chunk[..read]);
@@ -174,50 +207,62 @@ impl Floor {
                 Err(_) => return self.close(index),
             }
         }
-        while let Some(connection) = self.connections.get_mut(index).and_then(Option::as_mut) {
-            let Some(head) = memchr::memmem::find(&connection.input, b"\r\n\r\n") else {
-                return;
-            };
+        // Out of the connection while its messages are answered, which may close it.
+        let role = connection.role;
+        let mut input = std::mem::take(&mut connection.input);
+        let mut start = 0;
+        while let Some(head) = memchr::memmem::find(&input[start..], b"\r\n\r\n") {
             let head_len = head + 4;
-            let body_len = content_length(&connection.input[..head_len]);
-            if connection.input.len() < head_len + body_len {
-                return;
+            let length = head_len + content_length(&input[start..start + head_len]);
+            if input.len() - start < length {
+                break;
             }
-            let message = match connection.role {
-                Role::Client => Message::Request,
-                Role::Runtime if connection.input.starts_with(b"GET ") => Message::Next,
-                Role::Runtime => Message::Settled(invoked_client(&connection.input)),
-            };
-            connection.input.drain(..head_len + body_len);
-            match message {
-                Message::Request => match self.parked.pop() {
-                    Some(runtime) => self.send_event(runtime, index),
-                    None => self.waiting.push_back(index),
-                },
-                Message::Next => match self.waiting.pop_front() {
-                    Some(client) => self.send_event(index, client),
+            let message = &input[start..start + length];
+            start += length;
+            match role {
+                Role::Client => {
+                    let event = if self.proxy_work {
+                        self.request_work(index, message)
+                    } else {
+                        None
+                    };
+                    match self.parked.pop() {
+                        Some(runtime) => self.send_event(runtime, index, event),
+                        None => self.waiting.push_back((index, event)),
+                    }
+                }
+                Role::Runtime if message.starts_with(b"GET ") => match self.waiting.pop_front() {
+                    Some((client, event)) => self.send_event(index, client, event),
                     None => self.parked.push(index),
                 },
-                Message::Settled(client) => {
+                Role::Runtime => {
                     self.send(index, ACCEPTED);
-                    if let Some(client) = client {
-                        self.send(client, HELLO);
+                    match invoked_client(message) {
+                        Some(client) if self.proxy_work => {
+                            self.result_work(client, &message[head_len..])
+                        }
+                        Some(client) => self.send(client, HELLO),
+                        None => {}
                     }
                 }
             }
         }
+        input.drain(..start);
+        if let Some(connection) = self.connections.get_mut(index).and_then(Option::as_mut) {
+            connection.input = input;
+        }
     }
 
-    fn send_event(&mut self, runtime: usize, client: usize) {
+    fn send_event(&mut self, runtime: usize, client: usize, event: Option<Vec<u8>>) {
         self.invocations += 1;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let millis = now.as_millis();
         let id = format!("c{client}-{}", self.invocations);
-        let event = format!(
+        let event = event.unwrap_or_else(|| format!(
             r#"{{"version":"2.0","routeKey":"$default","rawPath":"/hello","rawQueryString":"","headers":{{"host":"bench.local","x-amzn-trace-id":"Root=1-00000000-000000000000000000000000","x-forwarded-for":"127.0.0.1","x-forwarded-port":"8080","x-forwarded-proto":"http"}},"requestContext":{{"accountId":"anonymous","apiId":"lrp","domainName":"bench.local","domainPrefix":"bench","http":{{"method":"GET","path":"/hello","protocol":"HTTP/1.1","sourceIp":"127.0.0.1","userAgent":""}},"requestId":"{id}","routeKey":"$default","stage":"$default","time":"01/Dec/2026:00:00:00 +0000","timeEpoch":{millis}}},"isBase64Encoded":false}}"#
-        );
+        ).into_bytes());
         let mut message = std::mem::take(&mut self.scratch);
         message.clear();
         let _ = write!(
@@ -226,12 +271,108 @@ impl Floor {
              lambda-runtime-aws-request-id: {id}\r\nlambda-runtime-deadline-ms: {}\r\n\
              lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:000000000000:function:floor\r\n\
              lambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\n\
-             content-length: {}\r\n\r\n{event}",
+             content-length: {}\r\n\r\n",
             millis + 3000,
             event.len()
         );
+        message.extend_from_slice(&event);
         self.send(runtime, &message);
         self.scratch = message;
+    }
+
+    /// `proxy-work`'s part of a client's request: what lrp's server and its HTTP API format do
+    /// (parse, route by host, ids, the event), in their cheapest arrangement. `None` leaves
+    /// the request to the fixed template.
+    fn request_work(&mut self, client: usize, request: &[u8]) -> Option<Vec<u8>> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut head = httparse::Request::new(&mut headers);
+        let httparse::Status::Complete(head_length) = head.parse(request).ok()? else {
+            return None;
+        };
+        let mut builder = http::Request::builder()
+            .method(head.method?)
+            .uri(head.path?);
+        for header in head.headers.iter() {
+            builder = builder.header(header.name, header.value);
+        }
+        let (parts, ()) = builder.body(()).ok()?.into_parts();
+        let host = Host::of_request(&parts.uri, &parts.headers).ok()?;
+        let request_id = lrp::ids::api_request_id();
+        let received = SystemTime::now();
+        let trace_id = lrp::ids::trace_id_of(&parts.headers, received);
+        let incoming = IncomingRequest {
+            parts: &parts,
+            path: parts.uri.path(),
+            body: &request[head_length..],
+            host: &host,
+            connection: &self.client_side,
+            request_id: &request_id,
+            trace_id: &trace_id,
+            received,
+        };
+        let event = Format::HttpApi.to_event(&incoming).ok()?;
+        let pending = Pending {
+            started: Instant::now(),
+            path: parts.uri.path().to_owned(),
+            method: parts.method,
+            host,
+            request_id,
+        };
+        self.connections.get_mut(client)?.as_mut()?.pending = Some(pending);
+        Some(event)
+    }
+
+    /// `proxy-work`'s part of a result: parsed as lrp parses it, written with the head hyper
+    /// would write (less its `date`), and logged as lrp logs it.
+    fn result_work(&mut self, client: usize, result: &[u8]) {
+        let Some(pending) = self
+            .connections
+            .get_mut(client)
+            .and_then(Option::as_mut)
+            .and_then(|connection| connection.pending.take())
+        else {
+            return;
+        };
+        let result = bytes::Bytes::copy_from_slice(result);
+        let Ok(response) = Format::HttpApi.from_result(result, false) else {
+            return self.close(client);
+        };
+        let (parts, body) = response.into_parts();
+        let mut message = std::mem::take(&mut self.scratch);
+        message.clear();
+        let _ = write!(
+            message,
+            "HTTP/1.1 {} {}\r\n",
+            parts.status.as_str(),
+            parts.status.canonical_reason().unwrap_or("")
+        );
+        for (name, value) in &parts.headers {
+            message.extend_from_slice(name.as_str().as_bytes());
+            message.extend_from_slice(b": ");
+            message.extend_from_slice(value.as_bytes());
+            message.extend_from_slice(b"\r\n");
+        }
+        let _ = write!(
+            message,
+            "apigw-requestid: {}\r\ncontent-length: {}\r\n\r\n",
+            pending.request_id,
+            body.len()
+        );
+        message.extend_from_slice(&body);
+        self.send(client, &message);
+        self.scratch = message;
+        lrp::access_log::Entry {
+            method: pending.method.as_str(),
+            host: pending.host.as_str(),
+            path: &pending.path,
+            status: parts.status.as_u16(),
+            rule: "bench.local",
+            took: pending.started.elapsed(),
+            served_by: "local",
+            request_id: &pending.request_id,
+            error: None,
+        }
+        .log(tracing::Level::INFO);
     }
 
     fn send(&mut self, index: usize, message: &[u8]) {
@@ -245,7 +386,7 @@ impl Floor {
 
     fn close(&mut self, index: usize) {
         self.connections[index] = None;
-        self.waiting.retain(|&waiting| waiting != index);
+        self.waiting.retain(|(waiting, _)| *waiting != index);
         self.parked.retain(|&parked| parked != index);
     }
 }
