@@ -323,7 +323,8 @@ impl Floor {
     }
 
     /// `proxy-work`'s part of a result: parsed as lrp parses it, written with the head hyper
-    /// would write (less its `date`), and logged as lrp logs it.
+    /// would write (less its `date`), and logged as lrp logs it. A request `request_work` left
+    /// to the fixed template gets the template's answer.
     fn result_work(&mut self, client: usize, result: &[u8]) {
         let Some(pending) = self
             .connections
@@ -331,7 +332,7 @@ impl Floor {
             .and_then(Option::as_mut)
             .and_then(|connection| connection.pending.take())
         else {
-            return;
+            return self.send(client, HELLO);
         };
         let result = bytes::Bytes::copy_from_slice(result);
         let Ok(response) = Format::HttpApi.from_result(result, false) else {
